@@ -1,0 +1,320 @@
+//! `ndshm._native`: thin bindings over the `ndshm` crate. Logic lives in the
+//! core; this file converts types and maps errors (once, in `errors`).
+
+mod errors;
+
+use errors::{seg_err, view_err};
+use ndshm::{DType, Header, Segment};
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::PyValueError;
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use std::os::fd::AsRawFd;
+use std::os::raw::c_int;
+
+/// A mapped segment. Exposes its array data through the buffer protocol;
+/// the mapping lives as long as this object or any buffer taken from it.
+#[pyclass(frozen, weakref, name = "Segment", module = "ndshm._native")]
+struct PySegment {
+    seg: Segment,
+}
+
+#[pymethods]
+impl PySegment {
+    /// Random 64-bit id of the segment.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.seg.id()
+    }
+
+    /// Name of a named segment, None for anonymous ones.
+    #[getter]
+    fn name(&self) -> Option<&str> {
+        self.seg.name()
+    }
+
+    /// The header's dtype description, in numpy's .npy syntax.
+    #[getter]
+    fn descr(&self) -> String {
+        self.seg.header().dtype.descr()
+    }
+
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.seg.header().shape)
+    }
+
+    #[getter]
+    fn fortran_order(&self) -> bool {
+        self.seg.header().fortran_order
+    }
+
+    #[getter]
+    fn readonly(&self) -> bool {
+        self.seg.is_readonly()
+    }
+
+    /// Bytes of array data.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.seg.data_len()
+    }
+
+    /// Address of the first data byte in this process.
+    #[getter]
+    fn address(&self) -> usize {
+        self.seg.data_ptr() as usize
+    }
+
+    /// File number handles carry (anonymous segments), -1 for named ones.
+    #[getter]
+    fn fd(&self) -> i32 {
+        self.seg.fd().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    #[getter]
+    fn owner_pid(&self) -> u32 {
+        self.seg.info().owner_pid
+    }
+
+    /// Creation time, seconds since the epoch.
+    #[getter]
+    fn created(&self) -> f64 {
+        self.seg.info().created_ns as f64 / 1e9
+    }
+
+    #[getter]
+    fn published(&self) -> bool {
+        self.seg.is_published()
+    }
+
+    /// Handles sent and not yet attached.
+    #[getter]
+    fn pending(&self) -> u32 {
+        self.seg.pending()
+    }
+
+    /// Makes a created segment visible to other processes.
+    fn publish(&self) -> PyResult<()> {
+        self.seg.publish().map_err(seg_err)
+    }
+
+    /// Gives up an unpublished segment (a named one loses its name now).
+    fn abandon(&self) {
+        self.seg.abandon()
+    }
+
+    /// Records that a handle of this segment is leaving the process.
+    fn note_sent(&self) {
+        self.seg.note_sent()
+    }
+
+    unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
+        let seg = &slf.get().seg;
+        let readonly = c_int::from(seg.is_readonly());
+        // SAFETY: the pointer and length describe this segment's data, which
+        // stays mapped while the buffer holds a reference to `slf` (set by
+        // PyBuffer_FillInfo).
+        let rc = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                seg.data_ptr() as *mut _,
+                seg.data_len() as ffi::Py_ssize_t,
+                readonly,
+                flags,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(PyErr::fetch(slf.py()))
+        }
+    }
+
+    unsafe fn __releasebuffer__(&self, _view: *mut ffi::Py_buffer) {}
+
+    fn __repr__(&self) -> String {
+        let h = self.seg.header();
+        format!(
+            "<ndshm segment {} dtype={} shape={:?}{}>",
+            self.seg.name().map_or_else(|| format!("anonymous {:#x}", self.seg.id()), |n| format!("{n:?}")),
+            h.dtype.descr(),
+            h.shape,
+            if self.seg.is_readonly() { " readonly" } else { "" }
+        )
+    }
+}
+
+fn header(descr: &str, shape: Vec<usize>, fortran_order: bool) -> PyResult<Header> {
+    let dtype = DType::parse(descr).map_err(|e| seg_err(e.into()))?;
+    Ok(Header { dtype, shape, fortran_order })
+}
+
+/// Creates a segment (named, or anonymous when `name` is None), not yet
+/// published: zeroed, or a copy of `src`, a C-contiguous byte buffer
+/// holding exactly the array's bytes in its memory order.
+#[pyfunction]
+#[pyo3(signature = (descr, shape, fortran_order, name=None, src=None))]
+fn create(
+    py: Python<'_>,
+    descr: &str,
+    shape: Vec<usize>,
+    fortran_order: bool,
+    name: Option<&str>,
+    src: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PySegment> {
+    let h = header(descr, shape, fortran_order)?;
+    let seg = match src {
+        None => py.detach(|| Segment::create(&h, name)),
+        Some(src) => {
+            let buf = PyBuffer::<u8>::get(src)?;
+            if !buf.is_c_contiguous() {
+                return Err(PyValueError::new_err("src must be a C-contiguous byte buffer"));
+            }
+            let (ptr, len) = (buf.buf_ptr() as usize, buf.len_bytes());
+            // SAFETY: `buf` keeps the exporter's memory valid until it is
+            // dropped after the call.
+            let r = py.detach(|| unsafe { Segment::create_from(&h, name, ptr as *const u8, len) });
+            drop(buf);
+            r
+        }
+    }
+    .map_err(seg_err)?;
+    Ok(PySegment { seg })
+}
+
+/// Attaches a named segment.
+#[pyfunction]
+#[pyo3(signature = (name, readonly=false))]
+fn attach(py: Python<'_>, name: &str, readonly: bool) -> PyResult<PySegment> {
+    let seg = py.detach(|| Segment::attach(name, readonly)).map_err(seg_err)?;
+    Ok(PySegment { seg })
+}
+
+/// Attaches an anonymous segment held by process `pid` as `fd`.
+#[pyfunction]
+#[pyo3(signature = (pid, fd, id, readonly=false))]
+fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> PyResult<PySegment> {
+    let seg = Segment::attach_anonymous(pid, fd, id, readonly).map_err(seg_err)?;
+    Ok(PySegment { seg })
+}
+
+/// This process's mapping of segment `id`, if it holds one.
+#[pyfunction]
+#[pyo3(signature = (id, readonly=false))]
+fn lookup(id: u64, readonly: bool) -> Option<PySegment> {
+    Segment::lookup(id, readonly).map(|seg| PySegment { seg })
+}
+
+/// Raises ValueError unless the strided view lies inside `nbytes` of data.
+#[pyfunction]
+fn check_view(nbytes: u64, offset: i64, shape: Vec<i64>, strides: Vec<i64>, itemsize: i64) -> PyResult<()> {
+    ndshm::check_view(nbytes, offset, &shape, &strides, itemsize).map_err(view_err)
+}
+
+/// Parses a dtype description; returns its item size.
+#[pyfunction]
+fn descr_itemsize(descr: &str) -> PyResult<usize> {
+    DType::parse(descr).map(|d| d.itemsize()).map_err(|e| seg_err(e.into()))
+}
+
+#[pyfunction]
+fn validate_name(name: &str) -> PyResult<()> {
+    ndshm::name::validate(name).map_err(seg_err)
+}
+
+#[pyfunction]
+fn delete(name: &str) -> PyResult<()> {
+    ndshm::delete(name).map_err(seg_err)
+}
+
+#[pyfunction]
+fn exists(name: &str) -> PyResult<bool> {
+    ndshm::exists(name).map_err(seg_err)
+}
+
+fn entry_dict<'py>(py: Python<'py>, e: &ndshm::Entry) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &e.name)?;
+    let (status, detail) = match &e.status {
+        ndshm::Status::Ready => ("ready", None),
+        ndshm::Status::Creating => ("creating", None),
+        ndshm::Status::Abandoned => ("abandoned", None),
+        ndshm::Status::Corrupt(why) => ("corrupt", Some(why.clone())),
+    };
+    d.set_item("status", status)?;
+    d.set_item("detail", detail)?;
+    d.set_item("descr", e.header.as_ref().map(|h| h.dtype.descr()))?;
+    d.set_item("shape", e.header.as_ref().map(|h| PyTuple::new(py, &h.shape)).transpose()?)?;
+    d.set_item("fortran_order", e.header.as_ref().map(|h| h.fortran_order))?;
+    d.set_item("nbytes", e.control.as_ref().map(|c| c.data_len))?;
+    d.set_item("owner_pid", e.control.as_ref().map(|c| c.owner_pid))?;
+    d.set_item("owner_alive", e.owner_alive)?;
+    d.set_item("created", e.control.as_ref().map(|c| c.created_ns as f64 / 1e9))?;
+    d.set_item("file_len", e.file_len)?;
+    Ok(d)
+}
+
+/// What the named segment's file says, without mapping it.
+#[pyfunction]
+fn info<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+    let e = ndshm::info(name).map_err(seg_err)?;
+    entry_dict(py, &e)
+}
+
+/// Every named segment (any status).
+#[pyfunction]
+fn list_segments<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let entries = ndshm::list().map_err(seg_err)?;
+    entries.iter().map(|e| entry_dict(py, e)).collect()
+}
+
+/// Removes segments that dead creators left unfinished; returns their names.
+#[pyfunction]
+fn gc() -> PyResult<Vec<String>> {
+    ndshm::gc().map_err(seg_err)
+}
+
+/// Closes lingering anonymous segments whose handoffs are settled.
+#[pyfunction]
+fn sweep() {
+    ndshm::handoff::sweep()
+}
+
+/// At process exit: starts a keeper for unsettled handoffs; its pid or None.
+#[pyfunction]
+fn at_exit() -> Option<u32> {
+    ndshm::handoff::at_exit()
+}
+
+/// Directory of named segments.
+#[pyfunction]
+fn segment_dir() -> String {
+    ndshm::name::dir().to_string_lossy().into_owned()
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PySegment>()?;
+    m.add_function(wrap_pyfunction!(create, m)?)?;
+    m.add_function(wrap_pyfunction!(attach, m)?)?;
+    m.add_function(wrap_pyfunction!(attach_anonymous, m)?)?;
+    m.add_function(wrap_pyfunction!(lookup, m)?)?;
+    m.add_function(wrap_pyfunction!(check_view, m)?)?;
+    m.add_function(wrap_pyfunction!(descr_itemsize, m)?)?;
+    m.add_function(wrap_pyfunction!(validate_name, m)?)?;
+    m.add_function(wrap_pyfunction!(delete, m)?)?;
+    m.add_function(wrap_pyfunction!(exists, m)?)?;
+    m.add_function(wrap_pyfunction!(info, m)?)?;
+    m.add_function(wrap_pyfunction!(list_segments, m)?)?;
+    m.add_function(wrap_pyfunction!(gc, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(at_exit, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_dir, m)?)?;
+    m.add("PAGE", ndshm::format::PAGE)?;
+    m.add("FORMAT_VERSION", ndshm::format::FORMAT_VERSION)?;
+    m.add("MAX_NAME_LEN", ndshm::name::MAX_LEN)?;
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! ndshm: n-dimensional arrays in shared memory that describe themselves.
+//!
+//! A segment holds one array: a valid `.npy` header, the data, and a
+//! control page (see `docs/FORMAT.md`). Named segments live in `/dev/shm`
+//! until deleted; anonymous ones are memfds that vanish with the last
+//! process holding them.
+//!
+//! ```no_run
+//! use ndshm::{DType, Header, Segment};
+//! let header = Header { dtype: DType::from_typestr("<f8")?, shape: vec![3, 4], fortran_order: false };
+//! let seg = Segment::create(&header, Some("example"))?;
+//! seg.write_from(&[1.0f64; 12])?;
+//! seg.publish()?;
+//! let again = Segment::attach("example", true)?;
+//! assert_eq!(again.to_array::<f64>()?.sum(), 12.0);
+//! ndshm::delete("example")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod directory;
+pub mod dtype;
+pub mod error;
+pub mod format;
+pub mod handoff;
+pub mod literal;
+pub mod memory;
+pub mod name;
+pub mod populate;
+pub mod process;
+pub mod segment;
+pub mod view;
+
+pub use directory::{delete, exists, gc, info, list, Entry, Status};
+pub use dtype::{DType, DTypeError, Element};
+pub use error::SegmentError;
+pub use format::{FormatError, Header};
+pub use segment::{Info, Segment};
+pub use view::{check_view, ViewError};

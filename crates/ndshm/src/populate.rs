@@ -1,0 +1,147 @@
+//! Reserving a new segment's memory, and filling it from a source, fast.
+//!
+//! Reservation allocates every page at creation, so a full `/dev/shm` is an
+//! error now rather than a SIGBUS at some later write.
+//!
+//! On tmpfs, allocating 4 KiB pages dominates (about 1 µs a page), and the
+//! kernel's write paths (`fallocate`, `pwrite`) hold the inode lock, so
+//! they cannot run in parallel with each other. Page faults do not take
+//! that lock. A copy into a new segment therefore splits the data: one
+//! thread reserves and writes its share through the kernel (`fallocate` +
+//! `pwrite`: no page tables to build), the others reserve theirs with
+//! `MADV_POPULATE_WRITE` and copy through the mapping. Measured on 2 cores
+//! for 1 GiB: 333 ms, against 455 ms for populate + copy on 2 threads and
+//! 405–550 ms for `fallocate` + `pwrite` on one (benchmarks/RESULTS.md).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use crate::format::PAGE;
+
+/// Work per thread below which another thread does not pay.
+const PER_THREAD: usize = 32 << 20;
+const MAX_THREADS: usize = 8;
+
+fn threads_for(len: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (len / PER_THREAD).clamp(1, cpus.min(MAX_THREADS))
+}
+
+/// Splits `0..len` into at most `n` page-aligned ranges.
+fn ranges(len: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = len.div_ceil(n).div_ceil(PAGE) * PAGE;
+    (0..n).map(move |i| (i * step, ((i + 1) * step).min(len))).filter(|(a, b)| a < b)
+}
+
+fn fallocate(file: &File, offset: usize, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), offset as u64, len as u64).map_err(io::Error::from)
+}
+
+/// Allocates all `len` bytes of `file` (zeroed).
+pub fn reserve(file: &File, len: usize) -> io::Result<()> {
+    fallocate(file, 0, len)
+}
+
+/// Allocates all of `file` (`total` bytes, mapped writable at `map`) and
+/// copies `src_len` bytes from `src` to offset `data_offset` (page-aligned).
+///
+/// # Safety
+/// `map` must be a writable shared mapping of the whole file, and `src`
+/// valid for reads of `src_len` bytes, not overlapping the mapping.
+pub unsafe fn reserve_and_copy(
+    file: &File,
+    map: *mut u8,
+    total: usize,
+    data_offset: usize,
+    src: *const u8,
+    src_len: usize,
+) -> io::Result<()> {
+    let n = threads_for(src_len);
+    // Share of the kernel-path thread: the first `split` bytes of data.
+    let split = if n == 1 { src_len } else { (src_len / n).div_ceil(PAGE) * PAGE }.min(src_len);
+    let (m, s) = (map as usize, src as usize);
+    let kernel_path = move || -> io::Result<()> {
+        fallocate(file, 0, data_offset + split)?;
+        if n == 1 {
+            fallocate(file, data_offset + split, total - data_offset - split)?;
+        }
+        // SAFETY: the caller promises src..src+src_len is readable.
+        let part = unsafe { std::slice::from_raw_parts(s as *const u8, split) };
+        file.write_all_at(part, data_offset as u64)
+    };
+    if n == 1 {
+        return kernel_path();
+    }
+    let rest = total - data_offset - split;
+    let mut results: Vec<io::Result<()>> = Vec::new();
+    std::thread::scope(|scope| {
+        let mut handles = vec![scope.spawn(kernel_path)];
+        for (a, b) in ranges(rest, n - 1) {
+            handles.push(scope.spawn(move || -> io::Result<()> {
+                let off = data_offset + split + a;
+                // SAFETY: [off, off + b - a) lies inside the caller's mapping;
+                // populating changes no data.
+                unsafe { rustix::mm::madvise((m + off) as *mut _, b - a, rustix::mm::Advice::LinuxPopulateWrite) }?;
+                // Only the part of this range that holds source data is copied
+                // (the last range also covers padding and the control page).
+                let copy_end = (split + b).min(src_len);
+                if split + a < copy_end {
+                    // SAFETY: source and destination ranges are in bounds,
+                    // disjoint from every other thread's, and pages are
+                    // allocated (populated above), so no SIGBUS.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            (s + split + a) as *const u8,
+                            (m + off) as *mut u8,
+                            copy_end - split - a,
+                        )
+                    };
+                }
+                Ok(())
+            }));
+        }
+        results = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))))
+            .collect();
+    });
+    results.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_exactly() {
+        for (len, n) in [(1, 1), (4096 * 10 + 5, 3), (100 << 20, 8), (8192, 8)] {
+            let rs: Vec<_> = ranges(len, n).collect();
+            assert_eq!(rs.first().unwrap().0, 0);
+            assert_eq!(rs.last().unwrap().1, len);
+            for w in rs.windows(2) {
+                assert_eq!(w[0].1, w[1].0);
+            }
+        }
+    }
+
+    #[test]
+    fn reserve_and_copy_is_exact_for_every_split() {
+        for src_len in [0usize, 1, 4095, 4096, 5000, (70 << 20) + 123] {
+            let src: Vec<u8> = (0..src_len).map(|i| (i * 7 % 251) as u8 + 1).collect();
+            let total = PAGE + src_len.div_ceil(PAGE) * PAGE + PAGE;
+            let file: File = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap().into();
+            file.set_len(total as u64).unwrap();
+            let map = memmap2::MmapOptions::new().len(total).map_raw(&file).unwrap();
+            // SAFETY: map is a writable mapping of the whole file; src is a Vec.
+            unsafe { reserve_and_copy(&file, map.as_mut_ptr(), total, PAGE, src.as_ptr(), src_len).unwrap() };
+            let mut back = vec![0u8; total];
+            file.read_exact_at(&mut back, 0).unwrap();
+            assert!(back[PAGE..PAGE + src_len] == src[..], "len {src_len}");
+            assert!(back[..PAGE].iter().chain(&back[PAGE + src_len..]).all(|&b| b == 0));
+        }
+    }
+}

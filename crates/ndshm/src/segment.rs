@@ -1,0 +1,676 @@
+//! A segment: one array in shared memory, named (a file under
+//! `/dev/shm/ndshm-NAME`) or anonymous (a memfd), mapped into this process.
+//!
+//! A process maps each segment at most once per access mode: segments are
+//! kept in a registry by id, and a second attach returns the same mapping.
+
+use crate::error::{is_no_space, Result, SegmentError};
+use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
+use crate::{handoff, memory, name, populate, process};
+use memmap2::{MmapOptions, MmapRaw};
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long `attach` waits for a named segment that another process is
+/// still creating.
+const CREATION_WAIT: Duration = Duration::from_secs(10);
+
+/// A mapped segment. Cheap to clone; the mapping lives until the last clone
+/// (and every view derived from it) is gone.
+#[derive(Clone)]
+pub struct Segment {
+    inner: Arc<Inner>,
+}
+
+/// What a segment is, as validated when it was created or attached.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub id: u64,
+    pub name: Option<String>,
+    pub header: Header,
+    pub data_len: u64,
+    pub owner_pid: u32,
+    pub owner_start: u64,
+    pub created_ns: u64,
+}
+
+struct Inner {
+    /// The whole segment; read-only for read-only attaches.
+    map: MmapRaw,
+    /// A writable mapping of the control page when `map` is read-only, so
+    /// locks and handoff counters still work.
+    control_map: Option<MmapRaw>,
+    /// Keeps the memfd open (its number is what handles carry) or, for a
+    /// named segment, the creation lock until `publish`.
+    file: Mutex<Option<File>>,
+    /// The file's number, fixed for the segment's life.
+    fd: RawFd,
+    info: Info,
+    readonly: bool,
+    published: AtomicBool,
+    /// The pid of the process that last sent a handle of this segment from
+    /// this mapping (0: none); a fork child inherits it, hence the pid.
+    sent_by: AtomicU32,
+    /// For a named segment being created: where to unlink it if abandoned.
+    creating_path: Option<PathBuf>,
+}
+
+// SAFETY: the raw mappings are plain memory shared across processes; all
+// access goes through raw pointers and atomics, never through references
+// to non-atomic bytes, so sharing them between threads adds nothing new.
+unsafe impl Send for Inner {}
+// SAFETY: see above.
+unsafe impl Sync for Inner {}
+
+type Registry = HashMap<(u64, bool), Weak<Inner>>;
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+
+fn registry_get(id: u64, readonly: bool) -> Option<Segment> {
+    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let inner = reg.as_ref()?.get(&(id, readonly))?.upgrade()?;
+    Some(Segment { inner })
+}
+
+fn registry_put(seg: &Segment) {
+    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    let map = reg.get_or_insert_with(HashMap::new);
+    if map.len() >= 64 && map.len().is_power_of_two() {
+        map.retain(|_, w| w.strong_count() > 0);
+    }
+    map.insert((seg.inner.info.id, seg.inner.readonly), Arc::downgrade(&seg.inner));
+}
+
+/// Every anonymous segment this process has mapped and still holds.
+pub(crate) fn live_anonymous() -> Vec<Segment> {
+    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    reg.iter()
+        .flat_map(|m| m.values())
+        .filter_map(Weak::upgrade)
+        .filter(|i| i.info.name.is_none())
+        .map(|inner| Segment { inner })
+        .collect()
+}
+
+fn random_id() -> u64 {
+    let mut b = [0u8; 8];
+    loop {
+        if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_ok() {
+            let id = u64::from_ne_bytes(b);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn read_page(file: &File, offset: u64) -> io::Result<Box<[u8; PAGE]>> {
+    let mut page = Box::new([0u8; PAGE]);
+    file.read_exact_at(&mut page[..], offset)?;
+    Ok(page)
+}
+
+/// Reads and validates the two pages of an open segment file. `len` is its
+/// size from fstat.
+fn validate_file(file: &File, len: u64) -> std::result::Result<(Header, Control), FormatError> {
+    if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
+        return Err(FormatError::BadLength { len });
+    }
+    let control = read_page(file, len - PAGE as u64).map_err(|_| FormatError::BadLength { len })?;
+    let header = read_page(file, 0).map_err(|_| FormatError::BadLength { len })?;
+    format::validate(len, &header, &control)
+}
+
+fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
+    let mut opts = MmapOptions::new();
+    opts.len(len as usize);
+    if writable {
+        opts.map_raw(file)
+    } else {
+        opts.map_raw_read_only(file)
+    }
+}
+
+impl Segment {
+    /// Creates a segment for `header`, named or anonymous, with all its
+    /// memory reserved and zeroed. Nobody can attach it until [`publish`].
+    ///
+    /// [`publish`]: Segment::publish
+    pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Segment> {
+        // SAFETY: no source.
+        unsafe { Self::create_inner(header, seg_name, None) }
+    }
+
+    /// Like [`create`](Segment::create), with the data copied from `src`,
+    /// which must hold exactly the array's bytes in its memory order.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `src_len` bytes for the whole call.
+    pub unsafe fn create_from(
+        header: &Header,
+        seg_name: Option<&str>,
+        src: *const u8,
+        src_len: usize,
+    ) -> Result<Segment> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::create_inner(header, seg_name, Some((src, src_len))) }
+    }
+
+    unsafe fn create_inner(
+        header: &Header,
+        seg_name: Option<&str>,
+        src: Option<(*const u8, usize)>,
+    ) -> Result<Segment> {
+        if let Some(n) = seg_name {
+            name::validate(n)?;
+        }
+        let header_page = header.encode().map_err(|source| match source {
+            FormatError::DType(d) => SegmentError::DType(d),
+            source => SegmentError::Invalid { what: "the requested array".into(), source },
+        })?;
+        let data_len =
+            header.data_len().map_err(|source| SegmentError::Invalid { what: "the requested array".into(), source })?;
+        if let Some((_, n)) = src {
+            if n as u64 != data_len {
+                return Err(SegmentError::Mismatch(format!("{n} source bytes for an array of {data_len} bytes")));
+            }
+        }
+        let total = format::segment_len(data_len);
+        let (file, creating_path) = match seg_name {
+            Some(n) => {
+                let path = name::path_of(n);
+                let fd = rustix::fs::open(
+                    &path,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+                    Mode::RUSR | Mode::WUSR,
+                )
+                .map_err(|e| SegmentError::from_named_io(n, "cannot create", e.into()))?;
+                // Held until publish: attachers wait on it, gc leaves it alone.
+                rustix::fs::flock(&fd, FlockOperation::LockExclusive)
+                    .map_err(|e| SegmentError::io("flock", e.into()))?;
+                (File::from(fd), Some(path))
+            }
+            None => {
+                let fd = rustix::fs::memfd_create(
+                    "ndshm",
+                    rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+                )
+                .map_err(|e| SegmentError::io("memfd_create", e.into()))?;
+                (File::from(fd), None)
+            }
+        };
+        // From here on, a failure must remove the file: nothing half-made stays.
+        let cleanup = |e: SegmentError| {
+            if let Some(p) = &creating_path {
+                let _ = std::fs::remove_file(p);
+            }
+            e
+        };
+        let reserve = || -> Result<MmapRaw> {
+            match &creating_path {
+                Some(p) => memory::check_named(p.parent().unwrap_or(&name::dir()), total)?,
+                None => memory::check_anonymous(total)?,
+            }
+            file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
+            if creating_path.is_none() {
+                // Nobody may shrink or grow a memfd under its mappings.
+                let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
+                rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
+            }
+            let m = map(&file, total, true).map_err(|e| SegmentError::io("mmap", e))?;
+            let filled = match src {
+                // SAFETY: `m` maps the whole file writable; the caller vouches
+                // for the source.
+                Some((p, n)) => unsafe {
+                    populate::reserve_and_copy(&file, m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
+                },
+                None => populate::reserve(&file, total as usize),
+            };
+            filled.map_err(|e| no_room_or_io(e, "reserve memory"))?;
+            Ok(m)
+        };
+        let map = reserve().map_err(cleanup)?;
+        let (pid, start) = process::current();
+        let control = Control {
+            version: FORMAT_VERSION,
+            ready: 0,
+            flags: if seg_name.is_none() { flags::ANONYMOUS } else { 0 },
+            data_len,
+            id: random_id(),
+            owner_pid: pid,
+            owner_start: start,
+            created_ns: now_ns(),
+            header_hash: format::header_hash(&header_page),
+        };
+        let control_page = control.encode();
+        // SAFETY: the mapping is `total` bytes, at least two pages, and the
+        // control page offset is `total - PAGE`; nobody else can reach the
+        // segment yet (anonymous, or named and not ready).
+        unsafe {
+            std::ptr::copy_nonoverlapping(header_page.as_ptr(), map.as_mut_ptr(), PAGE);
+            let c = map.as_mut_ptr().add(total as usize - PAGE);
+            // The ready word is in the page; it is still 0 here.
+            std::ptr::copy_nonoverlapping(control_page.as_ptr(), c, PAGE);
+        }
+        let info = Info {
+            id: control.id,
+            name: seg_name.map(str::to_string),
+            header: header.clone(),
+            data_len,
+            owner_pid: pid,
+            owner_start: start,
+            created_ns: control.created_ns,
+        };
+        let fd = file.as_raw_fd();
+        Ok(Segment {
+            inner: Arc::new(Inner {
+                map,
+                control_map: None,
+                file: Mutex::new(Some(file)),
+                fd,
+                info,
+                readonly: false,
+                published: AtomicBool::new(false),
+                sent_by: AtomicU32::new(0),
+                creating_path,
+            }),
+        })
+    }
+
+    /// Makes a created segment visible: sets the ready word (last, with
+    /// release order) and lets waiting attachers in.
+    pub fn publish(&self) -> Result<()> {
+        if self.inner.published.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.word(ctl::READY).store(READY, Ordering::Release);
+        if let Some(f) = self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = rustix::fs::flock(f, FlockOperation::Unlock);
+        }
+        registry_put(self);
+        Ok(())
+    }
+
+    /// Gives up a created segment before `publish`: a named one loses its
+    /// name at once (if the name is still this segment's).
+    pub fn abandon(&self) {
+        if self.is_published() {
+            return;
+        }
+        if let (Some(path), Some(f)) =
+            (&self.inner.creating_path, self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref())
+        {
+            remove_if_ours(path, f);
+        }
+    }
+
+    /// The mapping of segment `id` if this process holds one.
+    pub fn lookup(id: u64, readonly: bool) -> Option<Segment> {
+        registry_get(id, readonly)
+    }
+
+    /// Whether `publish` has run (always true for attached segments).
+    pub fn is_published(&self) -> bool {
+        self.inner.published.load(Ordering::Acquire)
+    }
+
+    /// Attaches the named segment `seg_name`, read-only if asked.
+    pub fn attach(seg_name: &str, readonly: bool) -> Result<Segment> {
+        name::validate(seg_name)?;
+        let path = name::path_of(seg_name);
+        let deadline = Instant::now() + CREATION_WAIT;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let file = open_named(&path, seg_name, readonly)?;
+            let len = file.metadata().map_err(|e| SegmentError::io("fstat", e))?.len();
+            match Self::attach_file(file, len, readonly, Some(seg_name)) {
+                Ok(seg) => return Ok(seg),
+                Err((file, err)) => {
+                    // Still being created? The creator holds the flock.
+                    let busy = matches!(
+                        rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared),
+                        Err(e) if e == rustix::io::Errno::WOULDBLOCK
+                    );
+                    if !busy {
+                        return Err(match err {
+                            SegmentError::Invalid { source: FormatError::NotReady, .. } => SegmentError::Invalid {
+                                what: format!("segment {seg_name:?}"),
+                                source: FormatError::NotReady,
+                            },
+                            e => e,
+                        });
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(SegmentError::Busy(seg_name.to_string()));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// Attaches an anonymous segment that process `pid` holds open as `fd`,
+    /// checking that it is the segment `id`. Each successful attach also
+    /// settles one pending handoff of the sender.
+    pub fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> Result<Segment> {
+        if let Some(seg) = registry_get(id, readonly) {
+            seg.note_received();
+            return Ok(seg);
+        }
+        if fd < 0 || pid == 0 {
+            return Err(SegmentError::Mismatch(format!("bad handle: pid {pid}, fd {fd}")));
+        }
+        let file = match open_proc_fd(pid, fd, readonly) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match handoff::fetch_from_keeper(id) {
+                    Some(f) => f,
+                    None => {
+                        let why = if pid == std::process::id() {
+                            "this process no longer holds it".to_string()
+                        } else if std::fs::metadata(format!("/proc/{pid}")).is_ok() {
+                            format!("process {pid} no longer holds it (it dropped the array before this process attached it)")
+                        } else {
+                            format!("process {pid} exited or was killed before this process attached it")
+                        };
+                        return Err(SegmentError::Gone { pid, why });
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                return Err(SegmentError::Permission(format!("cannot open the array held by process {pid}: {e}")))
+            }
+            Err(e) => return Err(SegmentError::io(format!("open array held by process {pid}"), e)),
+        };
+        let meta = file.metadata().map_err(|e| SegmentError::io("fstat", e))?;
+        if !meta.file_type().is_file() {
+            return Err(SegmentError::Mismatch(format!(
+                "bad handle: fd {fd} of process {pid} is not an ndshm segment"
+            )));
+        }
+        let seg = Self::attach_file(file, meta.len(), readonly, None).map_err(|(_, e)| match e {
+            SegmentError::Invalid { source, .. } => {
+                SegmentError::Invalid { what: format!("fd {fd} of process {pid}"), source }
+            }
+            e => e,
+        })?;
+        if seg.id() != id {
+            return Err(SegmentError::Mismatch(format!(
+                "bad handle: fd {fd} of process {pid} is another segment (id {:#x}, expected {id:#x})",
+                seg.id()
+            )));
+        }
+        seg.note_received();
+        Ok(seg)
+    }
+
+    /// Validates and maps an open file; on failure gives the file back.
+    fn attach_file(
+        file: File,
+        len: u64,
+        readonly: bool,
+        seg_name: Option<&str>,
+    ) -> std::result::Result<Segment, (File, SegmentError)> {
+        let what = || match seg_name {
+            Some(n) => format!("segment {n:?}"),
+            None => "anonymous segment".into(),
+        };
+        let (header, control) = match validate_file(&file, len) {
+            Ok(v) => v,
+            Err(source) => return Err((file, SegmentError::Invalid { what: what(), source })),
+        };
+        let anonymous = control.flags & flags::ANONYMOUS != 0;
+        if anonymous != seg_name.is_none() {
+            let e = SegmentError::Mismatch(format!("{} has the wrong kind (named vs anonymous)", what()));
+            return Err((file, e));
+        }
+        if let Some(seg) = registry_get(control.id, readonly) {
+            return Ok(seg);
+        }
+        let file_writable = !readonly || can_write(&file);
+        let mapped = map(&file, len, !readonly).and_then(|m| {
+            let cm = if readonly && file_writable {
+                let mut o = MmapOptions::new();
+                o.offset(len - PAGE as u64).len(PAGE);
+                Some(o.map_raw(&file)?)
+            } else {
+                None
+            };
+            Ok((m, cm))
+        });
+        let (map, control_map) = match mapped {
+            Ok(v) => v,
+            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
+        };
+        let info = Info {
+            id: control.id,
+            name: seg_name.map(str::to_string),
+            header,
+            data_len: control.data_len,
+            owner_pid: control.owner_pid,
+            owner_start: control.owner_start,
+            created_ns: control.created_ns,
+        };
+        let fd = file.as_raw_fd();
+        let seg = Segment {
+            inner: Arc::new(Inner {
+                map,
+                control_map,
+                // A named segment needs no open file once mapped.
+                file: Mutex::new(if anonymous { Some(file) } else { None }),
+                fd: if anonymous { fd } else { -1 },
+                info,
+                readonly,
+                published: AtomicBool::new(true),
+                sent_by: AtomicU32::new(0),
+                creating_path: None,
+            }),
+        };
+        registry_put(&seg);
+        Ok(seg)
+    }
+
+    /// What the segment is.
+    pub fn info(&self) -> &Info {
+        &self.inner.info
+    }
+
+    /// The segment's random 64-bit id.
+    pub fn id(&self) -> u64 {
+        self.inner.info.id
+    }
+
+    /// The name, `None` for anonymous segments.
+    pub fn name(&self) -> Option<&str> {
+        self.inner.info.name.as_deref()
+    }
+
+    /// The dtype, shape and order.
+    pub fn header(&self) -> &Header {
+        &self.inner.info.header
+    }
+
+    /// Whether this mapping is read-only.
+    pub fn is_readonly(&self) -> bool {
+        self.inner.readonly
+    }
+
+    /// Bytes of array data.
+    pub fn data_len(&self) -> usize {
+        self.inner.info.data_len as usize
+    }
+
+    /// Start of the array data. Other processes may write this memory at any
+    /// time: read and write it only through raw pointers or atomics, and
+    /// never write it if the segment is read-only.
+    pub fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: the mapping is at least DATA_OFFSET + data_len + PAGE bytes.
+        unsafe { self.inner.map.as_mut_ptr().add(DATA_OFFSET) }
+    }
+
+    /// The file number handles carry (anonymous segments), `None` for named
+    /// ones.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.inner.fd < 0 {
+            return None;
+        }
+        // SAFETY: the file stays open as long as `inner` lives (it is only
+        // taken out in `Drop`).
+        Some(unsafe { BorrowedFd::borrow_raw(self.inner.fd) })
+    }
+
+    /// Whether the control page can be written from this process (false
+    /// only for read-only attaches without write permission on the file).
+    pub fn control_writable(&self) -> bool {
+        !self.inner.readonly || self.inner.control_map.is_some()
+    }
+
+    fn control_ptr(&self) -> *mut u8 {
+        match &self.inner.control_map {
+            Some(m) => m.as_mut_ptr(),
+            // SAFETY: the control page is the last page of the mapping.
+            None => unsafe { self.inner.map.as_mut_ptr().add(self.inner.map.len() - PAGE) },
+        }
+    }
+
+    /// A 32-bit word of the control page, for locks and counters. `off` must
+    /// be one of the `format::ctl` offsets (4-byte aligned, inside the page).
+    /// Stores to it fault on a mapping that is not [`control_writable`].
+    ///
+    /// [`control_writable`]: Segment::control_writable
+    pub fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= PAGE, "control word offset {off}");
+        // SAFETY: in bounds and aligned (page-aligned base, off % 4 == 0);
+        // AtomicU32 has the layout of u32 and is meant to be shared; the
+        // mapping outlives the returned reference (tied to &self).
+        unsafe { &*(self.control_ptr().add(off) as *const AtomicU32) }
+    }
+
+    /// Counts a handle of this segment that left the process (anonymous
+    /// segments): the sender keeps the memfd alive until it is attached.
+    pub fn note_sent(&self) {
+        if self.inner.info.name.is_none() && self.control_writable() {
+            self.word(ctl::PENDING).fetch_add(1, Ordering::AcqRel);
+            self.inner.sent_by.store(std::process::id(), Ordering::Release);
+        }
+    }
+
+    /// The pid that last sent a handle from this mapping, 0 if none.
+    pub(crate) fn sent_by(&self) -> u32 {
+        self.inner.sent_by.load(Ordering::Acquire)
+    }
+
+    fn note_received(&self) {
+        if self.inner.info.name.is_none() && self.control_writable() {
+            let w = self.word(ctl::PENDING);
+            let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
+        }
+    }
+
+    /// Handles sent and not yet attached.
+    pub fn pending(&self) -> u32 {
+        self.word(ctl::PENDING).load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let file = self.file.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(path), false) = (&self.creating_path, *self.published.get_mut()) {
+            // Abandoned before publish: remove the name, if it is still ours.
+            if let Some(f) = &file {
+                remove_if_ours(path, f);
+            }
+            return;
+        }
+        if self.info.name.is_none() {
+            if let Some(f) = file {
+                // SAFETY: the control page is the last page of `map` or all of
+                // `control_map`; both live until the end of this function.
+                let ctl_ptr = match &self.control_map {
+                    Some(m) => m.as_mut_ptr(),
+                    None => unsafe { self.map.as_mut_ptr().add(self.map.len() - PAGE) },
+                };
+                // SAFETY: aligned word inside the control page (see `word`).
+                let pending = unsafe { &*(ctl_ptr.add(ctl::PENDING) as *const AtomicU32) };
+                let sent_here = *self.sent_by.get_mut() == std::process::id();
+                if sent_here && pending.load(Ordering::Acquire) > 0 {
+                    handoff::linger(f, self.info.id);
+                }
+            }
+        }
+    }
+}
+
+/// Unlinks `path` if it still names the file `f`.
+fn remove_if_ours(path: &std::path::Path, f: &File) {
+    let ours = std::fs::symlink_metadata(path)
+        .ok()
+        .zip(f.metadata().ok())
+        .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
+    if is_no_space(&e) || e.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error()) {
+        SegmentError::NoMemory(format!("cannot {what}: {e}"))
+    } else {
+        SegmentError::io(format!("cannot {what}"), e)
+    }
+}
+
+fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<File> {
+    let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let rw = rustix::fs::open(path, base | OFlags::RDWR, Mode::empty());
+    let fd = match rw {
+        Ok(fd) => fd,
+        // A read-only attach needs only read permission.
+        Err(e) if readonly && e == rustix::io::Errno::ACCESS => {
+            rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty())
+                .map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e.into()))?
+        }
+        Err(e) if e == rustix::io::Errno::LOOP => {
+            return Err(SegmentError::Mismatch(format!("segment {seg_name:?} is a symbolic link")))
+        }
+        Err(e) => return Err(SegmentError::from_named_io(seg_name, "cannot open", e.into())),
+    };
+    let file = File::from(fd);
+    let meta = file.metadata().map_err(|e| SegmentError::io("fstat", e))?;
+    if !meta.file_type().is_file() {
+        return Err(SegmentError::Invalid {
+            what: format!("segment {seg_name:?}"),
+            source: FormatError::BadLength { len: 0 },
+        });
+    }
+    Ok(file)
+}
+
+fn open_proc_fd(pid: u32, fd: i32, readonly: bool) -> io::Result<File> {
+    let path = format!("/proc/{pid}/fd/{fd}");
+    // O_NONBLOCK: a forged handle naming a FIFO must not block the open.
+    let base = OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+    let fd = match rustix::fs::open(&path, base | OFlags::RDWR, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) if readonly && e == rustix::io::Errno::ACCESS => rustix::fs::open(&path, base, Mode::empty())?,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(File::from(fd))
+}
+
+fn can_write(file: &File) -> bool {
+    rustix::fs::fcntl_getfl(file).is_ok_and(|f| f.contains(OFlags::RDWR) || f.contains(OFlags::WRONLY))
+}

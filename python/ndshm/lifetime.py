@@ -1,0 +1,52 @@
+"""Keeping anonymous arrays alive for receivers that have not attached yet.
+
+Every pickled handle of an anonymous array counts as pending in the
+segment until a receiver attaches it. A process that exits normally with
+handoffs pending starts a small keeper process that holds those segments
+and hands them over until they are attached (at most 30 s); see
+``ndshm::handoff`` in the Rust core. Hooks run both at interpreter exit
+and at the exit of ``multiprocessing`` children (which leave with
+``os._exit`` after running multiprocessing's finalizers).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing.util
+import os
+
+from . import _native
+
+_hooked_pid = 0
+_done_pid = 0
+
+
+def _at_exit() -> None:
+    global _done_pid
+    pid = os.getpid()
+    if _done_pid == pid:
+        return
+    _done_pid = pid
+    _native.at_exit()
+
+
+def _ensure_exit_hook() -> None:
+    global _hooked_pid
+    pid = os.getpid()
+    if _hooked_pid == pid:
+        return
+    _hooked_pid = pid
+    atexit.register(_at_exit)
+    # Runs in multiprocessing children before their os._exit.
+    multiprocessing.util.Finalize(None, _at_exit, exitpriority=-100)
+
+
+def note_sent(seg: _native.Segment) -> None:
+    """Counts one handle of `seg` leaving this process."""
+    _ensure_exit_hook()
+    seg.note_sent()
+
+
+def sweep() -> None:
+    """Releases lingering segments whose handoffs are settled."""
+    _native.sweep()

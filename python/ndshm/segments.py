@@ -1,0 +1,85 @@
+"""Named segments: list, inspect, delete, garbage-collect."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.lib import format as npformat
+
+from . import _native
+
+__all__ = ["SegmentInfo", "delete", "exists", "gc", "info", "list"]
+
+_list = list
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    """One named segment as its file describes it.
+
+    ``status`` is ``"ready"``, ``"creating"`` (its creator is still at
+    work), ``"abandoned"`` (its creator died while creating it; ``gc()``
+    removes it) or ``"corrupt"`` (not a valid segment; ``detail`` says
+    why). ``dtype``, ``shape`` and ``nbytes`` are ``None`` when unreadable.
+    """
+
+    name: str
+    dtype: np.dtype | None
+    shape: tuple[int, ...] | None
+    nbytes: int | None
+    owner_pid: int | None
+    owner_alive: bool
+    created: float | None
+    status: str
+    detail: str | None = None
+
+    @classmethod
+    def _from(cls, d: dict[str, Any]) -> SegmentInfo:
+        dtype = None
+        if d["descr"] is not None:
+            try:
+                dtype = npformat.descr_to_dtype(ast.literal_eval(d["descr"]))
+            except (ValueError, TypeError, SyntaxError):
+                dtype = None
+        return cls(
+            name=d["name"],
+            dtype=dtype,
+            shape=d["shape"],
+            nbytes=d["nbytes"],
+            owner_pid=d["owner_pid"],
+            owner_alive=d["owner_alive"],
+            created=d["created"],
+            status=d["status"],
+            detail=d["detail"],
+        )
+
+
+def delete(name: str) -> None:
+    """Removes the name. Arrays already attached stay valid; the memory is
+    freed when the last of them is gone."""
+    _native.delete(name)
+
+
+def exists(name: str) -> bool:
+    """Whether a named segment `name` exists."""
+    return _native.exists(name)
+
+
+def info(name: str) -> SegmentInfo:
+    """What the named segment `name` is (without attaching it)."""
+    return SegmentInfo._from(_native.info(name))
+
+
+def list() -> _list[SegmentInfo]:
+    """Every named segment of this user, sorted by name."""
+    return [SegmentInfo._from(d) for d in _native.list_segments()]
+
+
+def gc() -> _list[str]:
+    """Removes what dead processes left behind (segments whose creator died
+    before finishing them); returns their names. Complete named segments
+    are never removed: they live until deleted."""
+    return _native.gc()
