@@ -12,10 +12,13 @@ import ndshm
 from ndshm import _native
 
 SHM = Path(_native.segment_dir())
+# Every name the fixtures hand out starts with this session's tag, so the
+# leak check sees only this session's segments (not a concurrent run's).
+TAG = f"t{os.getpid() % 100000}-"
 
 
 def _ours() -> set[str]:
-    return {p.name for p in SHM.glob("ndshm-*")}
+    return {p.name for p in SHM.glob(f"ndshm-{TAG}*")}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,7 +38,7 @@ def shm_name(request):
     names: list[str] = []
 
     def make() -> str:
-        name = f"t{os.getpid() % 100000}-{uuid.uuid4().hex[:10]}"
+        name = f"{TAG}{uuid.uuid4().hex[:10]}"
         names.append(name)
         return name
 
