@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any, SupportsIndex
 
@@ -118,10 +119,17 @@ class SharedArray(np.ndarray):
 def _segment_of(arr: np.ndarray) -> _native.Segment | None:
     """The segment whose memory `arr` views, if any."""
     base = arr.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    if isinstance(base, memoryview):
-        base = base.obj
+    # Views chain through ndarrays, memoryviews, and the objects numpy's
+    # stride tricks wrap arrays in (which keep the array as `.base`).
+    for _ in range(64):
+        if isinstance(base, _native.Segment):
+            break
+        if isinstance(base, memoryview):
+            base = base.obj
+        elif base is not None and hasattr(base, "base") and hasattr(base, "__array_interface__"):
+            base = base.base
+        else:
+            return None
     if not isinstance(base, _native.Segment):
         return None
     start = arr.__array_interface__["data"][0] - base.address
@@ -136,8 +144,16 @@ def _handle_of(arr: np.ndarray):
         return None
     offset = arr.__array_interface__["data"][0] - seg.address
     dtype = arr.dtype
+    try:
+        _native.check_view(seg.nbytes, offset, list(arr.shape), list(arr.strides), dtype.itemsize)
+    except ValueError:
+        return None  # a stride trick reaching outside the segment
     dt = None if dtype == _dtype_of(seg.descr) else dtype
-    readonly = seg.readonly or not arr.flags.writeable
+    with warnings.catch_warnings():
+        # numpy warns on reading the flag of broadcast_arrays results.
+        warnings.simplefilter("ignore", FutureWarning)
+        writeable = arr.flags.writeable
+    readonly = seg.readonly or not writeable
     if seg.name is None:
         lifetime.note_sent(seg)
         ref: tuple = (os.getpid(), seg.fd, seg.id)
@@ -146,21 +162,28 @@ def _handle_of(arr: np.ndarray):
     return (_rebuild, (ref, offset, arr.shape, arr.strides, dt, readonly))
 
 
+_I64 = 2**63
+
+
 def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(v, tuple) or not all(type(x) is int for x in v):
-        raise ValueError(f"bad ndshm handle: {what} must be a tuple of ints")
+    if not isinstance(v, tuple) or len(v) > 64 or not all(type(x) is int and -_I64 <= x < _I64 for x in v):
+        raise ValueError(f"bad ndshm handle: {what} must be a tuple of at most 64 64-bit ints")
     return v
 
 
 def _rebuild(ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readonly: Any) -> SharedArray:
     """Unpickles a handle: maps the segment (once per process) and rebuilds the view."""
-    if type(offset) is not int or type(readonly) is not bool or not isinstance(ref, tuple):
+    if type(offset) is not int or not -_I64 <= offset < _I64:
+        raise ValueError("bad ndshm handle: offset")
+    if type(readonly) is not bool or not isinstance(ref, tuple):
         raise ValueError("bad ndshm handle")
     shape = _int_tuple(shape, "shape")
     strides = _int_tuple(strides, "strides")
     if len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int:
         name, seg_id = ref
-        seg = _native.lookup(seg_id, readonly) if seg_id >= 0 else None
+        if not 0 < seg_id < 2**64:
+            raise ValueError("bad ndshm handle: segment id")
+        seg = _native.lookup(seg_id, readonly)
         if seg is None:
             seg = _native.attach(name, readonly)
             if seg.id != seg_id:
@@ -169,7 +192,7 @@ def _rebuild(ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readon
                 )
     elif len(ref) == 3 and all(type(x) is int for x in ref):
         pid, fd, seg_id = ref
-        if not (0 < pid < 2**32 and 0 <= seg_id < 2**64 and -(2**31) <= fd < 2**31):
+        if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):
             raise ValueError("bad ndshm handle")
         seg = _native.attach_anonymous(pid, fd, seg_id, readonly)
     else:
@@ -268,6 +291,7 @@ def from_array(arr: Any, *, name: str | None = None) -> SharedArray:
     Contiguous arrays are copied by several threads without the GIL while
     the memory is being reserved."""
     a = np.asarray(arr)
+    _descr_of(a.dtype)  # refuses object dtypes with a clear message
     order = _order_like(a)
     src = _flat_bytes(a, order == "F")
     if src is None:

@@ -2,9 +2,9 @@
 //! what dead creators left half-made.
 
 use crate::error::{Result, SegmentError};
-use crate::format::{self, Control, FormatError, Header, PAGE, READY};
+use crate::format::{self, flags, Control, FormatError, Header, PAGE, READY};
 use crate::{name, process};
-use rustix::fs::FlockOperation;
+use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::{Duration, SystemTime};
@@ -56,20 +56,59 @@ fn creator_busy(f: &File) -> bool {
     }
 }
 
+/// Opens a file under the prefix for inspection: never follows a symlink,
+/// never blocks (a FIFO), and refuses anything but a regular file.
+fn open_regular(path: &std::path::Path) -> std::result::Result<File, String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if meta.file_type().is_symlink() {
+        return Err("a symbolic link".into());
+    }
+    if !meta.file_type().is_file() {
+        return Err("not a regular file".into());
+    }
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| e.to_string())?;
+    let f = File::from(fd);
+    match f.metadata() {
+        Ok(m) if m.file_type().is_file() => Ok(f),
+        _ => Err("not a regular file".into()),
+    }
+}
+
+fn corrupt(seg_name: &str, why: String, file_len: u64) -> Entry {
+    Entry {
+        name: seg_name.to_string(),
+        status: Status::Corrupt(why),
+        header: None,
+        control: None,
+        file_len,
+        owner_alive: false,
+    }
+}
+
 /// Reads the named segment `seg_name` without mapping it.
 pub fn info(seg_name: &str) -> Result<Entry> {
     name::validate(seg_name)?;
     let path = name::path_of(seg_name);
-    let f = File::open(&path).map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e))?;
+    if let Err(e) = std::fs::symlink_metadata(&path) {
+        return Err(SegmentError::from_named_io(seg_name, "cannot open", e));
+    }
+    let f = match open_regular(&path) {
+        Ok(f) => f,
+        Err(why) => return Ok(corrupt(seg_name, why, 0)),
+    };
     let meta = f.metadata().map_err(|e| SegmentError::io("fstat", e))?;
     let len = meta.len();
-    let header_page = if meta.file_type().is_file() { read_page(&f, 0) } else { None };
+    let header_page = read_page(&f, 0);
     let control_page = if len >= 2 * PAGE as u64 { read_page(&f, len - PAGE as u64) } else { None };
     let control = control_page.as_deref().and_then(|p| Control::decode(p).ok());
     let header = header_page.as_deref().and_then(|p| Header::decode(p).ok());
     let owner_alive = control.as_ref().is_some_and(|c| process::is_alive(c.owner_pid, c.owner_start));
     let status = match (&header_page, &control_page) {
         (Some(h), Some(c)) => match format::validate(len, h, c) {
+            Ok((_, c)) if c.flags & flags::ANONYMOUS != 0 => {
+                Status::Corrupt("a named file flagged as an anonymous segment".into())
+            }
             Ok(_) => Status::Ready,
             Err(FormatError::NotReady) if creator_busy(&f) => Status::Creating,
             Err(FormatError::NotReady) => Status::Abandoned,
@@ -96,7 +135,15 @@ fn names() -> Result<Vec<String>> {
 
 /// Every named segment of the directory (any status), sorted by name.
 pub fn list() -> Result<Vec<Entry>> {
-    Ok(names()?.iter().filter_map(|n| info(n).ok()).collect())
+    Ok(names()?
+        .iter()
+        .filter_map(|n| match info(n) {
+            Ok(e) => Some(e),
+            // Gone between listing and reading: not there any more.
+            Err(SegmentError::NotFound(_)) => None,
+            Err(e) => Some(corrupt(n, e.to_string(), 0)),
+        })
+        .collect())
 }
 
 /// Whether a segment (complete or not) has this name.
@@ -120,7 +167,7 @@ pub fn gc() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for n in names()? {
         let path = name::path_of(&n);
-        let Ok(f) = File::open(&path) else { continue };
+        let Ok(f) = open_regular(&path) else { continue };
         // Holding the exclusive lock means no creator is at work, and none
         // can start on this file while we look.
         if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {

@@ -48,9 +48,9 @@ pub mod ctl {
     pub const HEADER_HASH: usize = 64;
     /// Handles pickled but not yet attached (anonymous segments).
     pub const PENDING: usize = 72;
-    /// The array's lock: 64 bytes of lock words.
+    /// The array's lock (`lock::LockWords`).
     pub const LOCK: usize = 128;
-    pub const LOCK_LEN: usize = 64;
+    pub const LOCK_LEN: usize = crate::lock::LOCK_BYTES;
 }
 
 /// Flag bits of the control page.
@@ -70,6 +70,10 @@ pub enum FormatError {
     UnsupportedVersion(u32),
     #[error("segment is not ready: its creator has not finished (or died while) creating it")]
     NotReady,
+    #[error("the ready word holds {0:#x}, which no ndshm writes")]
+    BadReady(u32),
+    #[error("an array of {0} bytes is too large")]
+    TooLarge(u128),
     #[error("header checksum mismatch: the header page was overwritten")]
     HeaderChecksum,
     #[error("segment sizes disagree: {0}")]
@@ -110,15 +114,15 @@ pub struct Header {
 impl Header {
     /// Bytes of data: product of the shape times the item size, checked.
     pub fn data_len(&self) -> Result<u64, FormatError> {
-        let mut n = self.dtype.itemsize() as u64;
+        let mut n = self.dtype.itemsize() as u128;
         for &d in &self.shape {
-            n = n.checked_mul(d as u64).ok_or_else(|| bad_header("shape too large"))?;
+            n = n.saturating_mul(d as u128);
         }
         // An empty array may have huge other dimensions; that is fine.
-        if n > MAX_DATA_LEN {
-            return Err(bad_header("array too large"));
+        if n > MAX_DATA_LEN as u128 {
+            return Err(FormatError::TooLarge(n));
         }
-        Ok(n)
+        Ok(n as u64)
     }
 
     fn check(&self) -> Result<(), FormatError> {
@@ -299,8 +303,10 @@ pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Res
     if c.version != FORMAT_VERSION {
         return Err(FormatError::UnsupportedVersion(c.version));
     }
-    if c.ready != READY {
-        return Err(FormatError::NotReady);
+    match c.ready {
+        READY => {}
+        0 => return Err(FormatError::NotReady),
+        other => return Err(FormatError::BadReady(other)),
     }
     if u32_at(control, ctl::HEADER_LEN) != PAGE as u32 {
         return Err(FormatError::SizeMismatch("header length is not one page".into()));
@@ -386,8 +392,11 @@ mod tests {
         bad[ctl::DATA_LEN] ^= 0x40;
         assert!(validate(len, &hp, &bad).is_err());
         let mut notready = cp.clone();
-        notready[ctl::READY] = 0;
+        notready[ctl::READY..ctl::READY + 4].fill(0);
         assert_eq!(validate(len, &hp, &notready), Err(FormatError::NotReady));
+        let mut garbage = cp.clone();
+        garbage[ctl::READY] = 0;
+        assert!(matches!(validate(len, &hp, &garbage), Err(FormatError::BadReady(_))));
         let mut badver = cp.clone();
         badver[ctl::VERSION] = 9;
         assert_eq!(validate(len, &hp, &badver), Err(FormatError::UnsupportedVersion(9)));

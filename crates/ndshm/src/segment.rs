@@ -25,9 +25,15 @@ const CREATION_WAIT: Duration = Duration::from_secs(10);
 
 /// A mapped segment. Cheap to clone; the mapping lives until the last clone
 /// (and every view derived from it) is gone.
+///
+/// A process maps each segment once, writable whenever it may: read-only
+/// access is a property of the handle (`readonly`), so that a read-only and
+/// a writable handle of one segment share one address range (numpy then
+/// sees that they overlap).
 #[derive(Clone)]
 pub struct Segment {
     inner: Arc<Inner>,
+    readonly: bool,
 }
 
 /// What a segment is, as validated when it was created or attached.
@@ -43,18 +49,17 @@ pub struct Info {
 }
 
 struct Inner {
-    /// The whole segment; read-only for read-only attaches.
+    /// The whole segment; read-only only when the file could not be opened
+    /// for writing.
     map: MmapRaw,
-    /// A writable mapping of the control page when `map` is read-only, so
-    /// locks and handoff counters still work.
-    control_map: Option<MmapRaw>,
     /// Keeps the memfd open (its number is what handles carry) or, for a
     /// named segment, the creation lock until `publish`.
     file: Mutex<Option<File>>,
     /// The file's number, fixed for the segment's life.
     fd: RawFd,
     info: Info,
-    readonly: bool,
+    /// The mapping is read-only (no write permission on the file).
+    map_readonly: bool,
     published: AtomicBool,
     /// The pid of the process that last sent a handle of this segment from
     /// this mapping (0: none); a fork child inherits it, hence the pid.
@@ -70,13 +75,14 @@ unsafe impl Send for Inner {}
 // SAFETY: see above.
 unsafe impl Sync for Inner {}
 
-type Registry = HashMap<(u64, bool), Weak<Inner>>;
+type Registry = HashMap<u64, Weak<Inner>>;
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 
+/// This process's mapping of segment `id`, if it fits the access wanted.
 fn registry_get(id: u64, readonly: bool) -> Option<Segment> {
     let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let inner = reg.as_ref()?.get(&(id, readonly))?.upgrade()?;
-    Some(Segment { inner })
+    let inner = reg.as_ref()?.get(&id)?.upgrade()?;
+    (readonly || !inner.map_readonly).then_some(Segment { inner, readonly })
 }
 
 fn registry_put(seg: &Segment) {
@@ -85,7 +91,7 @@ fn registry_put(seg: &Segment) {
     if map.len() >= 64 && map.len().is_power_of_two() {
         map.retain(|_, w| w.strong_count() > 0);
     }
-    map.insert((seg.inner.info.id, seg.inner.readonly), Arc::downgrade(&seg.inner));
+    map.insert(seg.inner.info.id, Arc::downgrade(&seg.inner));
 }
 
 /// Every anonymous segment this process has mapped and still holds.
@@ -95,7 +101,7 @@ pub(crate) fn live_anonymous() -> Vec<Segment> {
         .flat_map(|m| m.values())
         .filter_map(Weak::upgrade)
         .filter(|i| i.info.name.is_none())
-        .map(|inner| Segment { inner })
+        .map(|inner| Segment { inner, readonly: false })
         .collect()
 }
 
@@ -175,10 +181,16 @@ impl Segment {
         if let Some(n) = seg_name {
             name::validate(n)?;
         }
-        let header_page = header.encode().map_err(|source| match source {
+        let refused = |source| match source {
             FormatError::DType(d) => SegmentError::DType(d),
+            // Like numpy: a size beyond the address space is a ValueError,
+            // one that is representable but beyond any machine a MemoryError.
+            FormatError::TooLarge(n) if n <= i64::MAX as u128 => {
+                SegmentError::NoMemory(format!("an array of {n} bytes is beyond any machine"))
+            }
             source => SegmentError::Invalid { what: "the requested array".into(), source },
-        })?;
+        };
+        let header_page = header.encode().map_err(refused)?;
         let data_len =
             header.data_len().map_err(|source| SegmentError::Invalid { what: "the requested array".into(), source })?;
         if let Some((_, n)) = src {
@@ -276,15 +288,15 @@ impl Segment {
         Ok(Segment {
             inner: Arc::new(Inner {
                 map,
-                control_map: None,
                 file: Mutex::new(Some(file)),
                 fd,
                 info,
-                readonly: false,
+                map_readonly: false,
                 published: AtomicBool::new(false),
                 sent_by: AtomicU32::new(0),
                 creating_path,
             }),
+            readonly: false,
         })
     }
 
@@ -389,6 +401,14 @@ impl Segment {
                     }
                 }
             }
+            Err(e)
+                if e.kind() == io::ErrorKind::InvalidInput
+                    || e.raw_os_error().is_some_and(|c| is_not_regular(rustix::io::Errno::from_raw_os_error(c))) =>
+            {
+                return Err(SegmentError::Mismatch(format!(
+                    "bad handle: fd {fd} of process {pid} is not an ndshm segment"
+                )))
+            }
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 return Err(SegmentError::Permission(format!("cannot open the array held by process {pid}: {e}")))
             }
@@ -439,19 +459,9 @@ impl Segment {
         if let Some(seg) = registry_get(control.id, readonly) {
             return Ok(seg);
         }
-        let file_writable = !readonly || can_write(&file);
-        let mapped = map(&file, len, !readonly).and_then(|m| {
-            let cm = if readonly && file_writable {
-                let mut o = MmapOptions::new();
-                o.offset(len - PAGE as u64).len(PAGE);
-                Some(o.map_raw(&file)?)
-            } else {
-                None
-            };
-            Ok((m, cm))
-        });
-        let (map, control_map) = match mapped {
-            Ok(v) => v,
+        let writable = can_write(&file);
+        let map = match map(&file, len, writable) {
+            Ok(m) => m,
             Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
         };
         let info = Info {
@@ -467,16 +477,16 @@ impl Segment {
         let seg = Segment {
             inner: Arc::new(Inner {
                 map,
-                control_map,
                 // A named segment needs no open file once mapped.
                 file: Mutex::new(if anonymous { Some(file) } else { None }),
                 fd: if anonymous { fd } else { -1 },
                 info,
-                readonly,
+                map_readonly: !writable,
                 published: AtomicBool::new(true),
                 sent_by: AtomicU32::new(0),
                 creating_path: None,
             }),
+            readonly: readonly || !writable,
         };
         registry_put(&seg);
         Ok(seg)
@@ -502,9 +512,14 @@ impl Segment {
         &self.inner.info.header
     }
 
-    /// Whether this mapping is read-only.
+    /// Whether this handle is read-only (asked so, or the mapping is).
     pub fn is_readonly(&self) -> bool {
-        self.inner.readonly
+        self.readonly
+    }
+
+    /// The same segment, read-only.
+    pub fn as_readonly(&self) -> Segment {
+        Segment { inner: self.inner.clone(), readonly: true }
     }
 
     /// Bytes of array data.
@@ -532,17 +547,14 @@ impl Segment {
     }
 
     /// Whether the control page can be written from this process (false
-    /// only for read-only attaches without write permission on the file).
+    /// only without write permission on the file).
     pub fn control_writable(&self) -> bool {
-        !self.inner.readonly || self.inner.control_map.is_some()
+        !self.inner.map_readonly
     }
 
     fn control_ptr(&self) -> *mut u8 {
-        match &self.inner.control_map {
-            Some(m) => m.as_mut_ptr(),
-            // SAFETY: the control page is the last page of the mapping.
-            None => unsafe { self.inner.map.as_mut_ptr().add(self.inner.map.len() - PAGE) },
-        }
+        // SAFETY: the control page is the last page of the mapping.
+        unsafe { self.inner.map.as_mut_ptr().add(self.inner.map.len() - PAGE) }
     }
 
     /// A 32-bit word of the control page, for locks and counters. `off` must
@@ -556,6 +568,18 @@ impl Segment {
         // AtomicU32 has the layout of u32 and is meant to be shared; the
         // mapping outlives the returned reference (tied to &self).
         unsafe { &*(self.control_ptr().add(off) as *const AtomicU32) }
+    }
+
+    /// The array's lock, in the control page. `None` when the control page
+    /// cannot be written (a read-only attach without write permission).
+    pub fn lock(&self) -> Option<&crate::lock::LockWords> {
+        if !self.control_writable() {
+            return None;
+        }
+        // SAFETY: the lock area lies inside the control page (LOCK +
+        // LOCK_LEN < PAGE), 8-byte aligned (page-aligned base, LOCK % 8 ==
+        // 0), writable, and lives as long as `self`.
+        Some(unsafe { crate::lock::LockWords::at(self.control_ptr().add(ctl::LOCK)) })
     }
 
     /// Counts a handle of this segment that left the process (anonymous
@@ -597,16 +621,13 @@ impl Drop for Inner {
         }
         if self.info.name.is_none() {
             if let Some(f) = file {
-                // SAFETY: the control page is the last page of `map` or all of
-                // `control_map`; both live until the end of this function.
-                let ctl_ptr = match &self.control_map {
-                    Some(m) => m.as_mut_ptr(),
-                    None => unsafe { self.map.as_mut_ptr().add(self.map.len() - PAGE) },
-                };
+                // SAFETY: the control page is the last page of `map`, which
+                // lives until the end of this function.
+                let ctl_ptr = unsafe { self.map.as_mut_ptr().add(self.map.len() - PAGE) };
                 // SAFETY: aligned word inside the control page (see `word`).
                 let pending = unsafe { &*(ctl_ptr.add(ctl::PENDING) as *const AtomicU32) };
                 let sent_here = *self.sent_by.get_mut() == std::process::id();
-                if sent_here && pending.load(Ordering::Acquire) > 0 {
+                if sent_here && !self.map_readonly && pending.load(Ordering::Acquire) > 0 {
                     handoff::linger(f, self.info.id);
                 }
             }
@@ -644,23 +665,36 @@ fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<
                 .map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e.into()))?
         }
         Err(e) if e == rustix::io::Errno::LOOP => {
-            return Err(SegmentError::Mismatch(format!("segment {seg_name:?} is a symbolic link")))
+            return Err(not_a_segment(seg_name, "a symbolic link"));
         }
+        Err(e) if is_not_regular(e) => return Err(not_a_segment(seg_name, "not a regular file")),
         Err(e) => return Err(SegmentError::from_named_io(seg_name, "cannot open", e.into())),
     };
     let file = File::from(fd);
     let meta = file.metadata().map_err(|e| SegmentError::io("fstat", e))?;
     if !meta.file_type().is_file() {
-        return Err(SegmentError::Invalid {
-            what: format!("segment {seg_name:?}"),
-            source: FormatError::BadLength { len: 0 },
-        });
+        return Err(not_a_segment(seg_name, "not a regular file"));
     }
     Ok(file)
 }
 
+fn not_a_segment(seg_name: &str, what: &str) -> SegmentError {
+    SegmentError::Mismatch(format!("segment {seg_name:?} is not a valid ndshm segment: it is {what}"))
+}
+
+/// Errors of `open` that mean "this is no regular file".
+fn is_not_regular(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::ISDIR, Errno::NXIO, Errno::NODEV, Errno::OPNOTSUPP, Errno::NOTDIR].contains(&e)
+}
+
 fn open_proc_fd(pid: u32, fd: i32, readonly: bool) -> io::Result<File> {
     let path = format!("/proc/{pid}/fd/{fd}");
+    // Look before opening: opening some files (devices) has effects, and a
+    // forged handle may name any fd of the process.
+    if !std::fs::metadata(&path)?.file_type().is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
     // O_NONBLOCK: a forged handle naming a FIFO must not block the open.
     let base = OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
     let fd = match rustix::fs::open(&path, base | OFlags::RDWR, Mode::empty()) {

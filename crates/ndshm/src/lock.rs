@@ -1,0 +1,454 @@
+//! A reader-writer lock in shared memory that survives the death of its
+//! holders, for the control page of every segment.
+//!
+//! Words (offsets from the lock area):
+//!
+//! ```text
+//! 0    owner   u64  thread id of the exclusive holder (0: none)
+//! 8    seq     u32  futex word: bumped on every release
+//! 12   sleepers u32 threads asleep on `seq` (releases skip the wake if 0)
+//! 16   queued  u64  thread id of one waiting writer: new readers hold back
+//! 64   readers [u64; 32]  thread ids of shared holders, one slot each
+//! ```
+//!
+//! A thread id is `tid << 32 | low 32 bits of the thread's start time`, so
+//! a recycled tid is not mistaken for a live holder. Waiters sleep on the
+//! futex in slices of `CHECK`; a waiter woken by a timeout checks whether
+//! the holders it waits for are still alive and takes over from dead ones,
+//! reporting it (`Outcome::OwnerDied`). Writers are preferred: a queued
+//! writer stops new readers, so a stream of readers cannot starve it.
+
+use crate::process;
+use std::cell::Cell;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Reader slots: at most this many shared holders at once; more wait.
+pub const READER_SLOTS: usize = 32;
+/// Bytes of the lock area.
+pub const LOCK_BYTES: usize = 64 + READER_SLOTS * 8;
+/// How often a waiter checks that the holders it waits for are alive.
+pub const CHECK: Duration = Duration::from_millis(100);
+/// Rounds of spinning before sleeping.
+const SPIN: u32 = 200;
+
+/// Misuse of a lock.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum LockError {
+    #[error("release of a lock this thread does not hold")]
+    NotHeld,
+    #[error("release of a read lock this thread does not hold (slot {0})")]
+    NotHeldShared(usize),
+}
+
+/// How an acquisition ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acquired; for shared locks, the reader slot to release.
+    Acquired(usize),
+    /// Acquired after taking over from holders that died (their tids).
+    OwnerDied(usize, u32),
+    /// The timeout passed first.
+    TimedOut,
+}
+
+impl Outcome {
+    pub fn acquired(self) -> bool {
+        !matches!(self, Outcome::TimedOut)
+    }
+}
+
+/// The lock words, laid over shared memory.
+#[repr(C)]
+pub struct LockWords {
+    owner: AtomicU64,
+    seq: AtomicU32,
+    sleepers: AtomicU32,
+    queued: AtomicU64,
+    _pad: [u64; 5],
+    readers: [AtomicU64; READER_SLOTS],
+}
+
+const _: () = assert!(std::mem::size_of::<LockWords>() == LOCK_BYTES);
+
+thread_local! {
+    static ME: Cell<u64> = const { Cell::new(0) };
+}
+
+static ATFORK: Once = Once::new();
+
+extern "C" fn forget_me_in_child() {
+    // The forking thread is the child's only thread, with a new tid.
+    let _ = ME.try_with(|c| c.set(0));
+}
+
+/// This thread's lock id.
+pub fn me() -> u64 {
+    ME.with(|c| {
+        let v = c.get();
+        if v != 0 {
+            return v;
+        }
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler that only writes a thread-local.
+            unsafe { libc::pthread_atfork(None, None, Some(forget_me_in_child)) };
+        });
+        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+        let start = process::start_time(tid).unwrap_or(0) as u32;
+        let v = (u64::from(tid) << 32) | u64::from(start);
+        c.set(v);
+        v
+    })
+}
+
+fn tid_of(id: u64) -> u32 {
+    (id >> 32) as u32
+}
+
+/// Whether the thread `id` still runs.
+fn alive(id: u64) -> bool {
+    process::start_time(tid_of(id)).is_some_and(|s| s as u32 == id as u32) && process::is_alive(tid_of(id), 0)
+}
+
+impl LockWords {
+    /// A view of lock words at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must point to `LOCK_BYTES` bytes of writable shared memory,
+    /// 8-byte aligned, that outlive `'a` and are only ever accessed as
+    /// these atomics.
+    pub unsafe fn at<'a>(ptr: *mut u8) -> &'a LockWords {
+        // SAFETY: as the caller promises; all fields are atomics (or unused
+        // padding), so shared references are sound across processes.
+        unsafe { &*(ptr as *const LockWords) }
+    }
+
+    /// Whether anyone holds the lock exclusively.
+    pub fn is_locked(&self) -> bool {
+        self.owner.load(Acquire) != 0
+    }
+
+    /// Readers holding the lock now.
+    pub fn readers(&self) -> usize {
+        self.readers.iter().filter(|r| r.load(Acquire) != 0).count()
+    }
+
+    fn wake(&self) {
+        self.seq.fetch_add(1, Release);
+        if self.sleepers.load(SeqCst) > 0 {
+            let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+        }
+    }
+
+    /// Sleeps until `seq` moves from `seen` or `limit` passes. Returns
+    /// whether it timed out.
+    fn sleep(&self, seen: u32, limit: Duration) -> bool {
+        self.sleepers.fetch_add(1, SeqCst);
+        let ts = rustix::fs::Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: limit.subsec_nanos() as _ };
+        let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::empty(), seen, Some(&ts));
+        self.sleepers.fetch_sub(1, SeqCst);
+        matches!(r, Err(e) if e == rustix::io::Errno::TIMEDOUT)
+    }
+
+    /// Waits for a change, at most until `deadline` and `CHECK`; returns
+    /// false if the deadline has passed. `stale` is set when the sleep
+    /// timed out (time to check holders' liveness).
+    fn pause(&self, seen: u32, spins: &mut u32, deadline: Option<Instant>, stale: &mut bool) -> bool {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return false;
+        }
+        if *spins < SPIN {
+            *spins += 1;
+            std::hint::spin_loop();
+            if *spins % 16 == 0 {
+                std::thread::yield_now();
+            }
+            return true;
+        }
+        let limit = deadline.map_or(CHECK, |d| (d - now).min(CHECK));
+        *stale = self.sleep(seen, limit);
+        true
+    }
+
+    /// Takes over from a dead exclusive holder `owner`; true if we did.
+    fn reap_owner(&self, owner: u64) -> bool {
+        owner != 0 && !alive(owner) && self.owner.compare_exchange(owner, 0, AcqRel, Acquire).is_ok()
+    }
+
+    fn reap_queued(&self) -> Option<u32> {
+        let q = self.queued.load(Acquire);
+        (q != 0 && !alive(q) && self.queued.compare_exchange(q, 0, AcqRel, Acquire).is_ok()).then(|| tid_of(q))
+    }
+
+    /// Acquires the lock exclusively, waiting at most `timeout` (None:
+    /// forever).
+    pub fn lock(&self, timeout: Option<Duration>) -> Outcome {
+        let me = me();
+        // Fast path: free and no readers.
+        if self.owner.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
+            fence(SeqCst);
+            if self.readers.iter().all(|r| r.load(Relaxed) == 0) {
+                return Outcome::Acquired(0);
+            }
+            return self.drain_readers(me, timeout.map(|t| Instant::now() + t), None);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let (mut spins, mut stale, mut died) = (0, false, None);
+        loop {
+            let seen = self.seq.load(Acquire);
+            let owner = self.owner.load(Acquire);
+            if owner == 0 {
+                if self.owner.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
+                    let _ = self.queued.compare_exchange(me, 0, AcqRel, Relaxed);
+                    fence(SeqCst);
+                    return self.drain_readers(me, deadline, died);
+                }
+                continue;
+            }
+            // Queue so that new readers hold back.
+            let _ = self.queued.compare_exchange(0, me, AcqRel, Relaxed);
+            if stale {
+                stale = false;
+                if self.reap_owner(owner) {
+                    died = Some(tid_of(owner));
+                    self.wake();
+                    continue;
+                }
+                if let Some(t) = self.reap_queued() {
+                    died = died.or(Some(t));
+                }
+            }
+            if !self.pause(seen, &mut spins, deadline, &mut stale) {
+                let _ = self.queued.compare_exchange(me, 0, AcqRel, Relaxed);
+                self.wake();
+                return Outcome::TimedOut;
+            }
+        }
+    }
+
+    /// With `owner` = me, waits for readers to leave (reaping dead ones).
+    fn drain_readers(&self, me: u64, deadline: Option<Instant>, mut died: Option<u32>) -> Outcome {
+        let (mut spins, mut stale) = (0, false);
+        loop {
+            let seen = self.seq.load(Acquire);
+            let mut busy = false;
+            for r in &self.readers {
+                let id = r.load(Acquire);
+                if id == 0 {
+                    continue;
+                }
+                if stale && !alive(id) && r.compare_exchange(id, 0, AcqRel, Relaxed).is_ok() {
+                    died = died.or(Some(tid_of(id)));
+                    continue;
+                }
+                busy = true;
+            }
+            if !busy {
+                return match died {
+                    Some(t) => Outcome::OwnerDied(0, t),
+                    None => Outcome::Acquired(0),
+                };
+            }
+            stale = false;
+            if !self.pause(seen, &mut spins, deadline, &mut stale) {
+                // Give up the lock we took; readers and writers may go on.
+                let _ = self.owner.compare_exchange(me, 0, Release, Relaxed);
+                self.wake();
+                return Outcome::TimedOut;
+            }
+        }
+    }
+
+    /// Releases an exclusive hold of this thread.
+    pub fn unlock(&self) -> Result<(), LockError> {
+        self.owner.compare_exchange(me(), 0, Release, Relaxed).map_err(|_| LockError::NotHeld)?;
+        self.wake();
+        Ok(())
+    }
+
+    /// Acquires the lock shared, waiting at most `timeout`. The outcome
+    /// carries the reader slot to pass to [`unlock_shared`].
+    ///
+    /// [`unlock_shared`]: LockWords::unlock_shared
+    pub fn lock_shared(&self, timeout: Option<Duration>) -> Outcome {
+        let me = me();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let first = (tid_of(me) as usize) % READER_SLOTS;
+        let (mut spins, mut stale, mut died) = (0, false, None);
+        loop {
+            let seen = self.seq.load(Acquire);
+            let owner = self.owner.load(Acquire);
+            if owner == 0 && self.queued.load(Acquire) == 0 {
+                for k in 0..READER_SLOTS {
+                    let i = (first + k) % READER_SLOTS;
+                    if self.readers[i].compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
+                        fence(SeqCst);
+                        if self.owner.load(SeqCst) == 0 {
+                            return match died {
+                                Some(t) => Outcome::OwnerDied(i, t),
+                                None => Outcome::Acquired(i),
+                            };
+                        }
+                        // A writer got in first: step back.
+                        self.readers[i].store(0, Release);
+                        self.wake();
+                        break;
+                    }
+                }
+            }
+            if stale {
+                stale = false;
+                if self.reap_owner(owner) {
+                    died = Some(tid_of(owner));
+                    self.wake();
+                    continue;
+                }
+                if let Some(t) = self.reap_queued() {
+                    died = died.or(Some(t));
+                    continue;
+                }
+                // Full of readers: clear slots of dead ones.
+                for r in &self.readers {
+                    let id = r.load(Acquire);
+                    if id != 0 && !alive(id) && r.compare_exchange(id, 0, AcqRel, Relaxed).is_ok() {
+                        died = died.or(Some(tid_of(id)));
+                    }
+                }
+            }
+            if !self.pause(seen, &mut spins, deadline, &mut stale) {
+                return Outcome::TimedOut;
+            }
+        }
+    }
+
+    /// Releases the shared hold in `slot`.
+    pub fn unlock_shared(&self, slot: usize) -> Result<(), LockError> {
+        let r = self.readers.get(slot).ok_or(LockError::NotHeldShared(slot))?;
+        r.compare_exchange(me(), 0, Release, Relaxed).map_err(|_| LockError::NotHeldShared(slot))?;
+        self.wake();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    struct Area(Box<[u64; LOCK_BYTES / 8]>);
+
+    impl Area {
+        fn new() -> Arc<Area> {
+            Arc::new(Area(Box::new([0; LOCK_BYTES / 8])))
+        }
+        fn words(&self) -> &LockWords {
+            // SAFETY: a private, aligned, zeroed area of the right size.
+            unsafe { LockWords::at(self.0.as_ptr() as *mut u8) }
+        }
+    }
+
+    #[test]
+    fn exclusive_excludes_and_release_checks_the_holder() {
+        let a = Area::new();
+        let w = a.words();
+        assert_eq!(w.lock(None), Outcome::Acquired(0));
+        assert!(w.is_locked());
+        let a2 = a.clone();
+        let other = std::thread::spawn(move || {
+            let w = a2.words();
+            let r = w.lock(Some(Duration::from_millis(50)));
+            (r, w.unlock())
+        });
+        let (r, un) = other.join().unwrap();
+        assert_eq!(r, Outcome::TimedOut);
+        assert_eq!(un, Err(LockError::NotHeld));
+        w.unlock().unwrap();
+        assert_eq!(w.unlock(), Err(LockError::NotHeld));
+    }
+
+    #[test]
+    fn readers_share_and_block_writers() {
+        let a = Area::new();
+        let w = a.words();
+        let Outcome::Acquired(s1) = w.lock_shared(None) else { panic!() };
+        let Outcome::Acquired(s2) = w.lock_shared(None) else { panic!() };
+        assert_ne!(s1, s2);
+        assert_eq!(w.readers(), 2);
+        let a2 = a.clone();
+        let writer = std::thread::spawn(move || a2.words().lock(Some(Duration::from_millis(50))));
+        assert_eq!(writer.join().unwrap(), Outcome::TimedOut);
+        assert_eq!(w.unlock(), Err(LockError::NotHeld), "a read lock released as a write lock");
+        w.unlock_shared(s1).unwrap();
+        w.unlock_shared(s2).unwrap();
+        assert!(w.unlock_shared(s2).is_err());
+        assert_eq!(w.lock(None), Outcome::Acquired(0));
+        w.unlock().unwrap();
+    }
+
+    #[test]
+    fn counter_under_lock_is_exact() {
+        let a = Area::new();
+        let counter = Arc::new(AtomicU64::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (a, c) = (a.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        a.words().lock(None);
+                        // A non-atomic read-modify-write, made safe by the lock.
+                        let v = c.load(Relaxed);
+                        c.store(v + 1, Relaxed);
+                        a.words().unlock().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(counter.load(Relaxed), 80_000);
+    }
+
+    #[test]
+    fn a_dead_holder_is_taken_over() {
+        let a = Area::new();
+        // A thread takes the lock and exits without releasing it.
+        let a2 = a.clone();
+        std::thread::spawn(move || assert!(a2.words().lock(None).acquired())).join().unwrap();
+        let t = Instant::now();
+        let r = a.words().lock(Some(Duration::from_secs(5)));
+        assert!(matches!(r, Outcome::OwnerDied(..)), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(1));
+        a.words().unlock().unwrap();
+        // Same for a dead reader blocking a writer.
+        let a3 = a.clone();
+        std::thread::spawn(move || assert!(a3.words().lock_shared(None).acquired())).join().unwrap();
+        assert!(matches!(a.words().lock(Some(Duration::from_secs(5))), Outcome::OwnerDied(..)));
+    }
+
+    #[test]
+    fn a_queued_writer_holds_new_readers_back() {
+        let a = Area::new();
+        let w = a.words();
+        let Outcome::Acquired(slot) = w.lock_shared(None) else { panic!() };
+        let a2 = a.clone();
+        let writer = std::thread::spawn(move || {
+            let r = a2.words().lock(Some(Duration::from_secs(5)));
+            a2.words().unlock().unwrap();
+            r
+        });
+        // The writer takes the owner word at once and waits for readers to
+        // drain; from then on new readers hold back.
+        while !w.is_locked() {
+            std::thread::yield_now();
+        }
+        let a3 = a.clone();
+        let late_reader = std::thread::spawn(move || a3.words().lock_shared(Some(Duration::from_millis(100))));
+        assert_eq!(late_reader.join().unwrap(), Outcome::TimedOut);
+        w.unlock_shared(slot).unwrap();
+        assert_eq!(writer.join().unwrap(), Outcome::Acquired(0));
+    }
+}
