@@ -15,11 +15,15 @@ from .arrays import (
     zeros,
     zeros_like,
 )
+from .locks import Lock, LockOwnerDied, RWLock
 from .segments import SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Lock",
+    "LockOwnerDied",
+    "RWLock",
     "SegmentInfo",
     "SharedArray",
     "__version__",

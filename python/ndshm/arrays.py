@@ -19,6 +19,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from . import _native, lifetime
+from .locks import RWLock
 
 __all__ = [
     "SharedArray",
@@ -79,6 +80,16 @@ class SharedArray(np.ndarray):
         """Name of the segment, ``None`` for anonymous arrays."""
         seg = _segment_of(self)
         return None if seg is None else seg.name
+
+    @property
+    def lock(self) -> RWLock:
+        """The array's lock: exclusive by default (``with a.lock:``), with
+        ``a.lock.read()`` and ``a.lock.write()``. It lives in the segment,
+        so every process and every view of the array share it."""
+        seg = _segment_of(self)
+        if seg is None:
+            raise ValueError("this array is not in shared memory (a copy or computed result): it has no lock")
+        return RWLock._of(seg)
 
     def __array_wrap__(self, obj, context=None, return_scalar=False):  # type: ignore[override]
         if return_scalar:
@@ -154,12 +165,41 @@ def _handle_of(arr: np.ndarray):
         warnings.simplefilter("ignore", FutureWarning)
         writeable = arr.flags.writeable
     readonly = seg.readonly or not writeable
+    return (_rebuild, (segment_ref(seg), offset, arr.shape, arr.strides, dt, readonly))
+
+
+def segment_ref(seg: _native.Segment) -> tuple:
+    """What a handle carries to name `seg`: `(name, id)` for named
+    segments, `(pid, fd, id)` of this process for anonymous ones (counting
+    a pending handoff)."""
     if seg.name is None:
         lifetime.note_sent(seg)
-        ref: tuple = (os.getpid(), seg.fd, seg.id)
-    else:
-        ref = (seg.name, seg.id)
-    return (_rebuild, (ref, offset, arr.shape, arr.strides, dt, readonly))
+        return (os.getpid(), seg.fd, seg.id)
+    return (seg.name, seg.id)
+
+
+def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
+    """Maps the segment a handle names (reusing this process's mapping)."""
+    if not isinstance(ref, tuple):
+        raise ValueError("bad ndshm handle")
+    if len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int:
+        name, seg_id = ref
+        if not 0 < seg_id < 2**64:
+            raise ValueError("bad ndshm handle: segment id")
+        seg = _native.lookup(seg_id, readonly)
+        if seg is None:
+            seg = _native.attach(name, readonly)
+            if seg.id != seg_id:
+                raise FileNotFoundError(
+                    f"segment {name!r} was deleted and replaced by another since this handle was made"
+                )
+        return seg
+    if len(ref) == 3 and all(type(x) is int for x in ref):
+        pid, fd, seg_id = ref
+        if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):
+            raise ValueError("bad ndshm handle")
+        return _native.attach_anonymous(pid, fd, seg_id, readonly)
+    raise ValueError("bad ndshm handle")
 
 
 _I64 = 2**63
@@ -175,28 +215,11 @@ def _rebuild(ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readon
     """Unpickles a handle: maps the segment (once per process) and rebuilds the view."""
     if type(offset) is not int or not -_I64 <= offset < _I64:
         raise ValueError("bad ndshm handle: offset")
-    if type(readonly) is not bool or not isinstance(ref, tuple):
+    if type(readonly) is not bool:
         raise ValueError("bad ndshm handle")
     shape = _int_tuple(shape, "shape")
     strides = _int_tuple(strides, "strides")
-    if len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int:
-        name, seg_id = ref
-        if not 0 < seg_id < 2**64:
-            raise ValueError("bad ndshm handle: segment id")
-        seg = _native.lookup(seg_id, readonly)
-        if seg is None:
-            seg = _native.attach(name, readonly)
-            if seg.id != seg_id:
-                raise FileNotFoundError(
-                    f"segment {name!r} was deleted and replaced by another since this handle was made"
-                )
-    elif len(ref) == 3 and all(type(x) is int for x in ref):
-        pid, fd, seg_id = ref
-        if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):
-            raise ValueError("bad ndshm handle")
-        seg = _native.attach_anonymous(pid, fd, seg_id, readonly)
-    else:
-        raise ValueError("bad ndshm handle")
+    seg = attach_ref(ref, readonly)
     if dtype is None:
         dt = _dtype_of(seg.descr)
     elif isinstance(dtype, np.dtype):

@@ -1,10 +1,10 @@
 //! The one place where core errors become Python exceptions (DESIGN.md,
 //! "Errors").
 
-use ndshm::{DTypeError, SegmentError, ViewError};
+use ndshm::{DTypeError, LockError, SegmentError, ViewError};
 use pyo3::exceptions::{
-    PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyTimeoutError, PyTypeError,
-    PyValueError,
+    PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError,
+    PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::PyErr;
 
@@ -30,4 +30,8 @@ pub fn seg_err(e: SegmentError) -> PyErr {
 
 pub fn view_err(e: ViewError) -> PyErr {
     PyValueError::new_err(e.to_string())
+}
+
+pub fn lock_err(e: LockError) -> PyErr {
+    PyRuntimeError::new_err(e.to_string())
 }

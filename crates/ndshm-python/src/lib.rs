@@ -2,6 +2,7 @@
 //! core; this file converts types and maps errors (once, in `errors`).
 
 mod errors;
+mod lock;
 
 use errors::{seg_err, view_err};
 use ndshm::{DType, Header, Segment};
@@ -16,8 +17,8 @@ use std::os::raw::c_int;
 /// A mapped segment. Exposes its array data through the buffer protocol;
 /// the mapping lives as long as this object or any buffer taken from it.
 #[pyclass(frozen, weakref, name = "Segment", module = "ndshm._native")]
-struct PySegment {
-    seg: Segment,
+pub struct PySegment {
+    pub(crate) seg: Segment,
 }
 
 #[pymethods]
@@ -298,6 +299,8 @@ fn segment_dir() -> String {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySegment>()?;
+    m.add_class::<lock::PyLock>()?;
+    m.add("LockOwnerDied", m.py().get_type::<lock::LockOwnerDied>())?;
     m.add_function(wrap_pyfunction!(create, m)?)?;
     m.add_function(wrap_pyfunction!(attach, m)?)?;
     m.add_function(wrap_pyfunction!(attach_anonymous, m)?)?;

@@ -4,6 +4,7 @@
 //! peer create NAME ROWS COLS   a float64 ROWS×COLS array, a[i, j] = i*COLS + j
 //! peer check NAME OFFSET       exit 0 iff a[i, j] == i*COLS + j + OFFSET
 //! peer add NAME DELTA          adds DELTA to every element
+//! peer incr NAME N             N times, under the array's lock: a[0] += 1
 //! ```
 
 use ndshm::{DType, Header, Segment};
@@ -42,7 +43,20 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let mut a = unsafe { seg.as_array_mut::<f64>()? };
             a += delta;
         }
-        _ => return Err("usage: peer create NAME ROWS COLS | check NAME OFFSET | add NAME DELTA".into()),
+        [cmd, name, n] if cmd == "incr" => {
+            let n: u64 = n.parse()?;
+            let seg = Segment::attach(name, false)?;
+            let lock = seg.lock().ok_or("the segment's lock is not writable")?;
+            let first = seg.data_ptr() as *mut f64;
+            for _ in 0..n {
+                lock.lock(None);
+                // SAFETY: element 0 exists (checked by the caller's dtype and
+                // shape); the lock serialises every writer of it.
+                unsafe { first.write_volatile(first.read_volatile() + 1.0) };
+                lock.unlock()?;
+            }
+        }
+        _ => return Err("usage: peer create NAME ROWS COLS | check NAME OFFSET | add NAME DELTA | incr NAME N".into()),
     }
     Ok(())
 }

@@ -20,7 +20,7 @@
 
 use crate::process;
 use std::cell::Cell;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -135,27 +135,41 @@ impl LockWords {
         self.readers.iter().filter(|r| r.load(Acquire) != 0).count()
     }
 
+    /// After a release (a SeqCst store or RMW): wakes sleepers, if any.
+    /// Sleepers register before re-checking their condition, so either we
+    /// see them here or they see the release (both sides are SeqCst).
     fn wake(&self) {
-        self.seq.fetch_add(1, Release);
         if self.sleepers.load(SeqCst) > 0 {
+            self.seq.fetch_add(1, SeqCst);
             let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
         }
     }
 
-    /// Sleeps until `seq` moves from `seen` or `limit` passes. Returns
-    /// whether it timed out.
-    fn sleep(&self, seen: u32, limit: Duration) -> bool {
+    /// Sleeps until `seq` moves from `seen` or `limit` passes, unless
+    /// `ready()` already holds once registered. Returns whether it timed out.
+    fn sleep(&self, seen: u32, limit: Duration, ready: &dyn Fn() -> bool) -> bool {
         self.sleepers.fetch_add(1, SeqCst);
-        let ts = rustix::fs::Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: limit.subsec_nanos() as _ };
-        let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::empty(), seen, Some(&ts));
+        let mut timed_out = false;
+        if !ready() {
+            let ts = rustix::fs::Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: limit.subsec_nanos() as _ };
+            let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::empty(), seen, Some(&ts));
+            timed_out = matches!(r, Err(e) if e == rustix::io::Errno::TIMEDOUT);
+        }
         self.sleepers.fetch_sub(1, SeqCst);
-        matches!(r, Err(e) if e == rustix::io::Errno::TIMEDOUT)
+        timed_out
     }
 
     /// Waits for a change, at most until `deadline` and `CHECK`; returns
     /// false if the deadline has passed. `stale` is set when the sleep
     /// timed out (time to check holders' liveness).
-    fn pause(&self, seen: u32, spins: &mut u32, deadline: Option<Instant>, stale: &mut bool) -> bool {
+    fn pause(
+        &self,
+        seen: u32,
+        spins: &mut u32,
+        deadline: Option<Instant>,
+        stale: &mut bool,
+        ready: &dyn Fn() -> bool,
+    ) -> bool {
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return false;
@@ -169,7 +183,7 @@ impl LockWords {
             return true;
         }
         let limit = deadline.map_or(CHECK, |d| (d - now).min(CHECK));
-        *stale = self.sleep(seen, limit);
+        *stale = self.sleep(seen, limit, ready);
         true
     }
 
@@ -183,14 +197,29 @@ impl LockWords {
         (q != 0 && !alive(q) && self.queued.compare_exchange(q, 0, AcqRel, Acquire).is_ok()).then(|| tid_of(q))
     }
 
+    /// Takes the lock exclusively if that needs no waiting.
+    pub fn try_lock(&self) -> bool {
+        let me = me();
+        // SeqCst pairs with readers' slot CAS and owner load (Dekker):
+        // either we see their slot, or they see us.
+        if self.owner.compare_exchange(0, me, SeqCst, Relaxed).is_err() {
+            return false;
+        }
+        if self.readers.iter().all(|r| r.load(SeqCst) == 0) {
+            return true;
+        }
+        self.owner.store(0, SeqCst);
+        self.wake();
+        false
+    }
+
     /// Acquires the lock exclusively, waiting at most `timeout` (None:
     /// forever).
     pub fn lock(&self, timeout: Option<Duration>) -> Outcome {
         let me = me();
         // Fast path: free and no readers.
-        if self.owner.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
-            fence(SeqCst);
-            if self.readers.iter().all(|r| r.load(Relaxed) == 0) {
+        if self.owner.compare_exchange(0, me, SeqCst, Relaxed).is_ok() {
+            if self.readers.iter().all(|r| r.load(SeqCst) == 0) {
                 return Outcome::Acquired(0);
             }
             return self.drain_readers(me, timeout.map(|t| Instant::now() + t), None);
@@ -201,9 +230,8 @@ impl LockWords {
             let seen = self.seq.load(Acquire);
             let owner = self.owner.load(Acquire);
             if owner == 0 {
-                if self.owner.compare_exchange(0, me, Acquire, Relaxed).is_ok() {
-                    let _ = self.queued.compare_exchange(me, 0, AcqRel, Relaxed);
-                    fence(SeqCst);
+                if self.owner.compare_exchange(0, me, SeqCst, Relaxed).is_ok() {
+                    let _ = self.queued.compare_exchange(me, 0, SeqCst, Relaxed);
                     return self.drain_readers(me, deadline, died);
                 }
                 continue;
@@ -221,8 +249,8 @@ impl LockWords {
                     died = died.or(Some(t));
                 }
             }
-            if !self.pause(seen, &mut spins, deadline, &mut stale) {
-                let _ = self.queued.compare_exchange(me, 0, AcqRel, Relaxed);
+            if !self.pause(seen, &mut spins, deadline, &mut stale, &|| self.owner.load(SeqCst) == 0) {
+                let _ = self.queued.compare_exchange(me, 0, SeqCst, Relaxed);
                 self.wake();
                 return Outcome::TimedOut;
             }
@@ -253,9 +281,10 @@ impl LockWords {
                 };
             }
             stale = false;
-            if !self.pause(seen, &mut spins, deadline, &mut stale) {
+            let drained = || self.readers.iter().all(|r| r.load(SeqCst) == 0);
+            if !self.pause(seen, &mut spins, deadline, &mut stale, &drained) {
                 // Give up the lock we took; readers and writers may go on.
-                let _ = self.owner.compare_exchange(me, 0, Release, Relaxed);
+                let _ = self.owner.compare_exchange(me, 0, SeqCst, Relaxed);
                 self.wake();
                 return Outcome::TimedOut;
             }
@@ -264,7 +293,7 @@ impl LockWords {
 
     /// Releases an exclusive hold of this thread.
     pub fn unlock(&self) -> Result<(), LockError> {
-        self.owner.compare_exchange(me(), 0, Release, Relaxed).map_err(|_| LockError::NotHeld)?;
+        self.owner.compare_exchange(me(), 0, SeqCst, Relaxed).map_err(|_| LockError::NotHeld)?;
         self.wake();
         Ok(())
     }
@@ -284,8 +313,7 @@ impl LockWords {
             if owner == 0 && self.queued.load(Acquire) == 0 {
                 for k in 0..READER_SLOTS {
                     let i = (first + k) % READER_SLOTS;
-                    if self.readers[i].compare_exchange(0, me, AcqRel, Relaxed).is_ok() {
-                        fence(SeqCst);
+                    if self.readers[i].compare_exchange(0, me, SeqCst, Relaxed).is_ok() {
                         if self.owner.load(SeqCst) == 0 {
                             return match died {
                                 Some(t) => Outcome::OwnerDied(i, t),
@@ -293,7 +321,7 @@ impl LockWords {
                             };
                         }
                         // A writer got in first: step back.
-                        self.readers[i].store(0, Release);
+                        self.readers[i].store(0, SeqCst);
                         self.wake();
                         break;
                     }
@@ -318,7 +346,8 @@ impl LockWords {
                     }
                 }
             }
-            if !self.pause(seen, &mut spins, deadline, &mut stale) {
+            let may_read = || self.owner.load(SeqCst) == 0 && self.queued.load(SeqCst) == 0;
+            if !self.pause(seen, &mut spins, deadline, &mut stale, &may_read) {
                 return Outcome::TimedOut;
             }
         }
@@ -327,7 +356,7 @@ impl LockWords {
     /// Releases the shared hold in `slot`.
     pub fn unlock_shared(&self, slot: usize) -> Result<(), LockError> {
         let r = self.readers.get(slot).ok_or(LockError::NotHeldShared(slot))?;
-        r.compare_exchange(me(), 0, Release, Relaxed).map_err(|_| LockError::NotHeldShared(slot))?;
+        r.compare_exchange(me(), 0, SeqCst, Relaxed).map_err(|_| LockError::NotHeldShared(slot))?;
         self.wake();
         Ok(())
     }

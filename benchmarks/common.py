@@ -1,0 +1,285 @@
+"""Helpers shared by the benchmark suites: statistics, tables, the machine
+description, and rewriting one section of RESULTS.md.
+
+RESULTS.md holds one ``## `` section per suite; a suite rewrites only its
+own section (and, inside it, only the ``### `` subsections it re-ran), so
+suites written by different people can share the file.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+KiB = 1 << 10
+MiB = 1 << 20
+GiB = 1 << 30
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+
+RESULTS_TITLE = """# ndshm benchmarks
+
+Produced by `make bench` (`benchmarks/run.py`). Each `## ` section belongs to
+one suite and is rewritten only by that suite; times are medians over many
+repetitions, with the contenders interleaved round-robin (the machine these
+numbers come from is shared and noisy, so single runs mean little).
+"""
+
+
+# ---------------------------------------------------------------- statistics
+
+
+class Samples:
+    """Timings of one contender, in nanoseconds."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.ns: list[int] = []
+
+    def add(self, ns: int) -> None:
+        self.ns.append(ns)
+
+    @property
+    def n(self) -> int:
+        return len(self.ns)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ns) if self.ns else float("nan")
+
+    @property
+    def min(self) -> float:
+        return min(self.ns) if self.ns else float("nan")
+
+    def quantile(self, q: float) -> float:
+        if not self.ns:
+            return float("nan")
+        s = sorted(self.ns)
+        return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def fmt_time(ns: float) -> str:
+    """A duration with a unit that keeps 3 significant digits."""
+    if ns != ns:  # NaN
+        return "n/a"
+    for unit, scale in (("s", 1e9), ("ms", 1e6), ("µs", 1e3)):
+        if ns >= scale:
+            v = ns / scale
+            return f"{v:.3g} {unit}" if v < 100 else f"{v:.0f} {unit}"
+    return f"{ns:.0f} ns"
+
+
+def fmt_ratio(r: float | None) -> str:
+    if r is None or r != r:
+        return ""
+    if r >= 100:
+        return f"{r:,.0f}x"
+    if r >= 10:
+        return f"{r:.1f}x"
+    return f"{r:.2f}x"
+
+
+def fmt_size(nbytes: int) -> str:
+    for unit, scale in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if nbytes >= scale and nbytes % scale == 0:
+            return f"{nbytes // scale} {unit}"
+    return f"{nbytes} B"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], align: str | None = None) -> str:
+    """A Markdown table that also reads well on a terminal (padded columns).
+
+    `align` has one letter per column: 'l' or 'r' (default: first column
+    left, the others right)."""
+    rows = [[str(c) for c in r] for r in rows]
+    headers = [str(h) for h in headers]
+    if align is None:
+        align = "l" + "r" * (len(headers) - 1)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for c, w, a in zip(cells, widths, align):
+            out.append(c.ljust(w) if a == "l" else c.rjust(w))
+        return "| " + " | ".join(out) + " |"
+
+    sep = "|" + "|".join(
+        ("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)
+    )
+    return "\n".join([line(headers), sep + "|", *(line(r) for r in rows)])
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**MISSED**"
+
+
+# ---------------------------------------------------------------- machine
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _thp(path: str) -> str:
+    m = re.search(r"\[(\w+)\]", _read(path))
+    return m.group(1) if m else "?"
+
+
+def _git_rev() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return rev + (" + uncommitted changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def environment() -> dict[str, str]:
+    """What the numbers were measured on."""
+    import joblib
+    import numpy
+
+    import ndshm
+
+    cpu = "?"
+    for line in _read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = "?"
+    m = re.search(r"MemTotal:\s+(\d+) kB", _read("/proc/meminfo"))
+    if m:
+        mem = f"{int(m.group(1)) / (1 << 20):.1f} GiB"
+    try:
+        st = os.statvfs("/dev/shm")
+        shm = f"{st.f_blocks * st.f_frsize / GiB:.1f} GiB tmpfs"
+    except OSError:
+        shm = "?"
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count() or 0
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": f"{affinity} (os.cpu_count() = {os.cpu_count()})",
+        "cpu": cpu,
+        "memory": mem,
+        "kernel": platform.release(),
+        "dev_shm": shm,
+        "thp": f"anon: {_thp('/sys/kernel/mm/transparent_hugepage/enabled')}, "
+        f"shmem: {_thp('/sys/kernel/mm/transparent_hugepage/shmem_enabled')}",
+        "loadavg": load,
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "joblib": joblib.__version__,
+        "ndshm": f"{ndshm.__version__} (git {_git_rev()})",
+    }
+
+
+def environment_md(env: dict[str, str], command: str, elapsed_s: float | None = None) -> str:
+    rows = [
+        ("date", env["date"]),
+        ("command", f"`{command}`" + (f" (took {elapsed_s:.0f} s)" if elapsed_s else "")),
+        ("CPU", f"{env['cpu']}, nproc {env['nproc']}"),
+        ("memory", f"{env['memory']}; /dev/shm {env['dev_shm']}; transparent huge pages {env['thp']}"),
+        ("kernel", env["kernel"]),
+        ("load average at start", f"{env['loadavg']} (1/5/15 min)"),
+        (
+            "software",
+            f"Python {env['python']}, numpy {env['numpy']}, joblib {env['joblib']}, ndshm {env['ndshm']}",
+        ),
+    ]
+    return table(("item", "value"), rows, align="ll")
+
+
+# ---------------------------------------------------------------- RESULTS.md
+
+_H2 = re.compile(r"^## ", re.M)
+_H3 = re.compile(r"^### ", re.M)
+
+
+def _split(text: str, pattern: re.Pattern[str]) -> tuple[str, list[str]]:
+    """Text before the first heading, and each heading's block."""
+    starts = [m.start() for m in pattern.finditer(text)]
+    if not starts:
+        return text, []
+    head = text[: starts[0]]
+    blocks = [text[s:e] for s, e in zip(starts, [*starts[1:], len(text)])]
+    return head, blocks
+
+
+def _title(block: str) -> str:
+    return block.split("\n", 1)[0].strip()
+
+
+def _key(title: str) -> str:
+    """A subsection's key: its heading up to the first ':' or '—'."""
+    return re.split(r"[:—]", title, maxsplit=1)[0].strip()
+
+
+def update_section(
+    heading: str,
+    intro: str,
+    subsections: dict[str, str],
+    order: Sequence[str],
+    path: Path = RESULTS,
+) -> None:
+    """Rewrites the ``## heading`` section of `path`.
+
+    `subsections` maps a ``### `` heading to its body. Subsections of the
+    old section that were not re-run are kept (they carry their own date
+    line); the others are replaced. `order` lists subsection keys (the
+    heading up to ':' or '—') in the order they should appear. Other ``## ``
+    sections of the file are left as they are."""
+    text = path.read_text() if path.exists() else RESULTS_TITLE
+    head, sections = _split(text, _H2)
+    h2 = f"## {heading}"
+    old = next((s for s in sections if _title(s) == h2), None)
+    kept: dict[str, str] = {}
+    if old is not None:
+        _, olds = _split(old, _H3)
+        for block in olds:
+            kept[_key(_title(block)[4:])] = block.rstrip() + "\n"
+    for title, body in subsections.items():
+        kept[_key(title)] = f"### {title}\n\n{body.strip()}\n"
+    keys = [k for k in order if k in kept] + [k for k in kept if k not in order]
+    new = f"{h2}\n\n{intro.strip()}\n\n" + "\n".join(kept[k] for k in keys)
+    if old is None:
+        sections.append(new)
+    else:
+        sections[sections.index(old)] = new
+    out = "\n\n".join(b.strip() for b in [head, *sections] if b.strip())
+    path.write_text(out + "\n")
+
+
+class Progress:
+    """Terse progress lines on stderr, so a long run shows it is alive."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __call__(self, msg: str) -> None:
+        import sys
+
+        print(f"[{time.monotonic() - self.t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
