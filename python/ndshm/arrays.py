@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import os
 import warnings
 from collections.abc import Sequence
 from typing import Any, SupportsIndex
@@ -129,42 +128,39 @@ class SharedArray(np.ndarray):
 
 def _segment_of(arr: np.ndarray) -> _native.Segment | None:
     """The segment whose memory `arr` views, if any."""
-    base = arr.base
-    # Views chain through ndarrays, memoryviews, and the objects numpy's
-    # stride tricks wrap arrays in (which keep the array as `.base`).
-    for _ in range(64):
-        if isinstance(base, _native.Segment):
-            break
-        if isinstance(base, memoryview):
-            base = base.obj
-        elif base is not None and hasattr(base, "base") and hasattr(base, "__array_interface__"):
-            base = base.base
-        else:
-            return None
-    if not isinstance(base, _native.Segment):
-        return None
-    start = arr.__array_interface__["data"][0] - base.address
-    if not 0 <= start <= base.nbytes:
-        return None
-    return base
+    found = _native.view_of(arr)
+    return None if found is None else found[0]
+
+
+def _seg_dtype(seg: _native.Segment) -> np.dtype:
+    """The segment's dtype, cached on the segment object."""
+    try:
+        return seg.__dict__["dtype"]
+    except KeyError:
+        dt = seg.__dict__["dtype"] = _dtype_of(seg.descr)
+        return dt
+
+
+def _writeable(arr: np.ndarray) -> bool:
+    if 0 in arr.strides:
+        with warnings.catch_warnings():
+            # numpy warns on reading the flag of broadcast_arrays results.
+            warnings.simplefilter("ignore", FutureWarning)
+            return arr.flags.writeable
+    return arr.flags.writeable
 
 
 def _handle_of(arr: np.ndarray):
-    seg = _segment_of(arr)
-    if seg is None or not seg.published:
+    found = _native.view_of(arr)
+    if found is None:
+        return None  # private memory, or a stride trick reaching outside the segment
+    seg, offset = found
+    if not seg.published:
         return None
-    offset = arr.__array_interface__["data"][0] - seg.address
     dtype = arr.dtype
-    try:
-        _native.check_view(seg.nbytes, offset, list(arr.shape), list(arr.strides), dtype.itemsize)
-    except ValueError:
-        return None  # a stride trick reaching outside the segment
-    dt = None if dtype == _dtype_of(seg.descr) else dtype
-    with warnings.catch_warnings():
-        # numpy warns on reading the flag of broadcast_arrays results.
-        warnings.simplefilter("ignore", FutureWarning)
-        writeable = arr.flags.writeable
-    readonly = seg.readonly or not writeable
+    seg_dtype = _seg_dtype(seg)
+    dt = None if dtype is seg_dtype or dtype == seg_dtype else dtype
+    readonly = seg.readonly or not _writeable(arr)
     return (_rebuild, (segment_ref(seg), offset, arr.shape, arr.strides, dt, readonly))
 
 
@@ -172,10 +168,11 @@ def segment_ref(seg: _native.Segment) -> tuple:
     """What a handle carries to name `seg`: `(name, id)` for named
     segments, `(pid, fd, id)` of this process for anonymous ones (counting
     a pending handoff)."""
-    if seg.name is None:
+    name = seg.name
+    if name is None:
         lifetime.note_sent(seg)
-        return (os.getpid(), seg.fd, seg.id)
-    return (seg.name, seg.id)
+        return (lifetime.pid(), seg.fd, seg.id)
+    return (name, seg.id)
 
 
 def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
@@ -221,13 +218,13 @@ def _rebuild(ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readon
     strides = _int_tuple(strides, "strides")
     seg = attach_ref(ref, readonly)
     if dtype is None:
-        dt = _dtype_of(seg.descr)
+        dt = _seg_dtype(seg)
     elif isinstance(dtype, np.dtype):
         dt = dtype
         _descr_of(dt)  # refuses object and variable-width dtypes
     else:
         raise ValueError("bad ndshm handle: dtype")
-    _native.check_view(seg.nbytes, offset, list(shape), list(strides), dt.itemsize)
+    _native.check_view(seg.nbytes, offset, shape, strides, dt.itemsize)
     arr = np.ndarray.__new__(SharedArray, shape, dt, buffer=seg, offset=offset, strides=strides)
     if readonly and arr.flags.writeable:
         arr.flags.writeable = False
@@ -235,7 +232,7 @@ def _rebuild(ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readon
 
 
 def _wrap(seg: _native.Segment) -> SharedArray:
-    dt = _dtype_of(seg.descr)
+    dt = _seg_dtype(seg)
     order = "F" if seg.fortran_order else "C"
     return np.ndarray.__new__(SharedArray, seg.shape, dt, buffer=seg, order=order)
 

@@ -19,23 +19,35 @@ from . import _native
 
 _hooked_pid = 0
 _done_pid = 0
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def pid() -> int:
+    """This process's pid, without a system call."""
+    return _pid
 
 
 def _at_exit() -> None:
     global _done_pid
-    pid = os.getpid()
-    if _done_pid == pid:
+    if _done_pid == _pid:
         return
-    _done_pid = pid
+    _done_pid = _pid
     _native.at_exit()
 
 
 def _ensure_exit_hook() -> None:
     global _hooked_pid
-    pid = os.getpid()
-    if _hooked_pid == pid:
+    if _hooked_pid == _pid:
         return
-    _hooked_pid = pid
+    _hooked_pid = _pid
     atexit.register(_at_exit)
     # Runs in multiprocessing children before their os._exit.
     multiprocessing.util.Finalize(None, _at_exit, exitpriority=-100)

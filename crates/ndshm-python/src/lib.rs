@@ -3,6 +3,7 @@
 
 mod errors;
 mod lock;
+mod view;
 
 use errors::{seg_err, view_err};
 use ndshm::{DType, Header, Segment};
@@ -16,7 +17,7 @@ use std::os::raw::c_int;
 
 /// A mapped segment. Exposes its array data through the buffer protocol;
 /// the mapping lives as long as this object or any buffer taken from it.
-#[pyclass(frozen, weakref, name = "Segment", module = "ndshm._native")]
+#[pyclass(frozen, weakref, dict, name = "Segment", module = "ndshm._native")]
 pub struct PySegment {
     pub(crate) seg: Segment,
 }
@@ -305,6 +306,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attach, m)?)?;
     m.add_function(wrap_pyfunction!(attach_anonymous, m)?)?;
     m.add_function(wrap_pyfunction!(lookup, m)?)?;
+    m.add_function(wrap_pyfunction!(view::view_of, m)?)?;
     m.add_function(wrap_pyfunction!(check_view, m)?)?;
     m.add_function(wrap_pyfunction!(descr_itemsize, m)?)?;
     m.add_function(wrap_pyfunction!(validate_name, m)?)?;

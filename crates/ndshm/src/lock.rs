@@ -192,6 +192,21 @@ impl LockWords {
         owner != 0 && !alive(owner) && self.owner.compare_exchange(owner, 0, AcqRel, Acquire).is_ok()
     }
 
+    /// After a sleep that timed out: takes over from a dead exclusive
+    /// holder `owner` or a dead queued writer. Returns whether it did.
+    fn reap(&self, owner: u64, died: &mut Option<u32>) -> bool {
+        if self.reap_owner(owner) {
+            *died = Some(tid_of(owner));
+            self.wake();
+            return true;
+        }
+        if let Some(t) = self.reap_queued() {
+            *died = died.or(Some(t));
+            return true;
+        }
+        false
+    }
+
     fn reap_queued(&self) -> Option<u32> {
         let q = self.queued.load(Acquire);
         (q != 0 && !alive(q) && self.queued.compare_exchange(q, 0, AcqRel, Acquire).is_ok()).then(|| tid_of(q))
@@ -238,16 +253,8 @@ impl LockWords {
             }
             // Queue so that new readers hold back.
             let _ = self.queued.compare_exchange(0, me, AcqRel, Relaxed);
-            if stale {
-                stale = false;
-                if self.reap_owner(owner) {
-                    died = Some(tid_of(owner));
-                    self.wake();
-                    continue;
-                }
-                if let Some(t) = self.reap_queued() {
-                    died = died.or(Some(t));
-                }
+            if std::mem::take(&mut stale) && self.reap(owner, &mut died) {
+                continue;
             }
             if !self.pause(seen, &mut spins, deadline, &mut stale, &|| self.owner.load(SeqCst) == 0) {
                 let _ = self.queued.compare_exchange(me, 0, SeqCst, Relaxed);
@@ -327,15 +334,8 @@ impl LockWords {
                     }
                 }
             }
-            if stale {
-                stale = false;
-                if self.reap_owner(owner) {
-                    died = Some(tid_of(owner));
-                    self.wake();
-                    continue;
-                }
-                if let Some(t) = self.reap_queued() {
-                    died = died.or(Some(t));
+            if std::mem::take(&mut stale) {
+                if self.reap(owner, &mut died) {
                     continue;
                 }
                 // Full of readers: clear slots of dead ones.

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -121,20 +121,21 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn read_page(file: &File, offset: u64) -> io::Result<Box<[u8; PAGE]>> {
-    let mut page = Box::new([0u8; PAGE]);
-    file.read_exact_at(&mut page[..], offset)?;
-    Ok(page)
-}
-
-/// Reads and validates the two pages of an open segment file. `len` is its
-/// size from fstat.
-fn validate_file(file: &File, len: u64) -> std::result::Result<(Header, Control), FormatError> {
-    if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
+/// Validates a mapped segment of `len` bytes from private copies of its
+/// header page and control page.
+fn validate_mapping(m: &MmapRaw, len: u64) -> std::result::Result<(Header, Control), FormatError> {
+    if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 || m.len() as u64 != len {
         return Err(FormatError::BadLength { len });
     }
-    let control = read_page(file, len - PAGE as u64).map_err(|_| FormatError::BadLength { len })?;
-    let header = read_page(file, 0).map_err(|_| FormatError::BadLength { len })?;
+    let mut header = Box::new([0u8; PAGE]);
+    let mut control = Box::new([0u8; PAGE]);
+    // SAFETY: both pages lie inside the mapping (len >= 2 pages); they are
+    // copied through raw pointers into private buffers, and every decision
+    // is made on the copies.
+    unsafe {
+        std::ptr::copy_nonoverlapping(m.as_ptr(), header.as_mut_ptr(), PAGE);
+        std::ptr::copy_nonoverlapping(m.as_ptr().add(len as usize - PAGE), control.as_mut_ptr(), PAGE);
+    }
     format::validate(len, &header, &control)
 }
 
@@ -344,9 +345,8 @@ impl Segment {
         let deadline = Instant::now() + CREATION_WAIT;
         let mut pause = Duration::from_micros(200);
         loop {
-            let file = open_named(&path, seg_name, readonly)?;
-            let len = file.metadata().map_err(|e| SegmentError::io("fstat", e))?.len();
-            match Self::attach_file(file, len, readonly, Some(seg_name)) {
+            let (file, len, writable) = open_named(&path, seg_name, readonly)?;
+            match Self::attach_file(file, len, writable, readonly, Some(seg_name)) {
                 Ok(seg) => return Ok(seg),
                 Err((file, err)) => {
                     // Still being created? The creator holds the flock.
@@ -384,11 +384,14 @@ impl Segment {
         if fd < 0 || pid == 0 {
             return Err(SegmentError::Mismatch(format!("bad handle: pid {pid}, fd {fd}")));
         }
-        let file = match open_proc_fd(pid, fd, readonly) {
+        let (file, writable) = match open_proc_fd(pid, fd, readonly) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 match handoff::fetch_from_keeper(id) {
-                    Some(f) => f,
+                    Some(f) => {
+                        let w = can_write(&f);
+                        (f, w)
+                    }
                     None => {
                         let why = if pid == std::process::id() {
                             "this process no longer holds it".to_string()
@@ -420,7 +423,7 @@ impl Segment {
                 "bad handle: fd {fd} of process {pid} is not an ndshm segment"
             )));
         }
-        let seg = Self::attach_file(file, meta.len(), readonly, None).map_err(|(_, e)| match e {
+        let seg = Self::attach_file(file, meta.len(), writable, readonly, None).map_err(|(_, e)| match e {
             SegmentError::Invalid { source, .. } => {
                 SegmentError::Invalid { what: format!("fd {fd} of process {pid}"), source }
             }
@@ -436,10 +439,12 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Validates and maps an open file; on failure gives the file back.
+    /// Maps and validates an open file of `len` bytes (opened for writing
+    /// if `writable`); on failure gives the file back.
     fn attach_file(
         file: File,
         len: u64,
+        writable: bool,
         readonly: bool,
         seg_name: Option<&str>,
     ) -> std::result::Result<Segment, (File, SegmentError)> {
@@ -447,7 +452,14 @@ impl Segment {
             Some(n) => format!("segment {n:?}"),
             None => "anonymous segment".into(),
         };
-        let (header, control) = match validate_file(&file, len) {
+        if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
+            return Err((file, SegmentError::Invalid { what: what(), source: FormatError::BadLength { len } }));
+        }
+        let map = match map(&file, len, writable) {
+            Ok(m) => m,
+            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
+        };
+        let (header, control) = match validate_mapping(&map, len) {
             Ok(v) => v,
             Err(source) => return Err((file, SegmentError::Invalid { what: what(), source })),
         };
@@ -457,13 +469,8 @@ impl Segment {
             return Err((file, e));
         }
         if let Some(seg) = registry_get(control.id, readonly) {
-            return Ok(seg);
+            return Ok(seg); // mapped already: the new mapping is dropped
         }
-        let writable = can_write(&file);
-        let map = match map(&file, len, writable) {
-            Ok(m) => m,
-            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
-        };
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
@@ -654,15 +661,18 @@ fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
     }
 }
 
-fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<File> {
+/// Opens a named segment file: the file, its size, and whether it was
+/// opened for writing.
+fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, u64, bool)> {
     let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
     let rw = rustix::fs::open(path, base | OFlags::RDWR, Mode::empty());
-    let fd = match rw {
-        Ok(fd) => fd,
+    let (fd, writable) = match rw {
+        Ok(fd) => (fd, true),
         // A read-only attach needs only read permission.
         Err(e) if readonly && e == rustix::io::Errno::ACCESS => {
-            rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty())
-                .map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e.into()))?
+            let fd = rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty())
+                .map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e.into()))?;
+            (fd, false)
         }
         Err(e) if e == rustix::io::Errno::LOOP => {
             return Err(not_a_segment(seg_name, "a symbolic link"));
@@ -675,7 +685,7 @@ fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<
     if !meta.file_type().is_file() {
         return Err(not_a_segment(seg_name, "not a regular file"));
     }
-    Ok(file)
+    Ok((file, meta.len(), writable))
 }
 
 fn not_a_segment(seg_name: &str, what: &str) -> SegmentError {
@@ -688,7 +698,8 @@ fn is_not_regular(e: rustix::io::Errno) -> bool {
     [Errno::ISDIR, Errno::NXIO, Errno::NODEV, Errno::OPNOTSUPP, Errno::NOTDIR].contains(&e)
 }
 
-fn open_proc_fd(pid: u32, fd: i32, readonly: bool) -> io::Result<File> {
+/// Opens `/proc/PID/fd/FD`: the file, and whether it was opened for writing.
+fn open_proc_fd(pid: u32, fd: i32, readonly: bool) -> io::Result<(File, bool)> {
     let path = format!("/proc/{pid}/fd/{fd}");
     // Look before opening: opening some files (devices) has effects, and a
     // forged handle may name any fd of the process.
@@ -697,12 +708,12 @@ fn open_proc_fd(pid: u32, fd: i32, readonly: bool) -> io::Result<File> {
     }
     // O_NONBLOCK: a forged handle naming a FIFO must not block the open.
     let base = OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-    let fd = match rustix::fs::open(&path, base | OFlags::RDWR, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(e) if readonly && e == rustix::io::Errno::ACCESS => rustix::fs::open(&path, base, Mode::empty())?,
+    let (fd, writable) = match rustix::fs::open(&path, base | OFlags::RDWR, Mode::empty()) {
+        Ok(fd) => (fd, true),
+        Err(e) if readonly && e == rustix::io::Errno::ACCESS => (rustix::fs::open(&path, base, Mode::empty())?, false),
         Err(e) => return Err(e.into()),
     };
-    Ok(File::from(fd))
+    Ok((File::from(fd), writable))
 }
 
 fn can_write(file: &File) -> bool {
