@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+# Handles a test pickles without unpickling keep their arrays alive after
+# the test process exits (a keeper process); keep that short here.
+os.environ.setdefault("NDSHM_HANDOFF_LINGER", "3")
+
 import ndshm
 from ndshm import _native
 

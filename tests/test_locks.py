@@ -59,7 +59,8 @@ def test_increments_under_the_lock_are_exact(lock_kind):
 
 def test_increments_without_the_lock_lose_updates():
     # Shows the test above can fail: the same work unlocked loses updates.
-    total, expected = _run_increments(False, "array")
+    # Long enough (tens of ms per process) that the processes overlap.
+    total, expected = _run_increments(False, "array", procs=2, n=200_000)
     assert total < expected
 
 

@@ -28,8 +28,18 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How long a sender keeps an unattached handoff alive.
+/// How long a sender keeps an unattached handoff alive, unless
+/// `NDSHM_HANDOFF_LINGER` (seconds) says otherwise.
 pub const LINGER: Duration = Duration::from_secs(30);
+
+/// The linger time in force.
+pub fn linger_time() -> Duration {
+    std::env::var("NDSHM_HANDOFF_LINGER")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(LINGER, |s| Duration::from_secs_f64(s.min(3600.0)))
+}
 
 struct Lingering {
     file: File,
@@ -56,7 +66,7 @@ pub(crate) fn linger(file: File, id: u64) {
     o.offset(len.saturating_sub(PAGE as u64)).len(PAGE);
     let Ok(control) = o.map_raw(&file) else { return };
     let mut list = LINGERING.lock().unwrap_or_else(|e| e.into_inner());
-    list.push(Lingering { file, control, id, pid: std::process::id(), until: Instant::now() + LINGER });
+    list.push(Lingering { file, control, id, pid: std::process::id(), until: Instant::now() + linger_time() });
     sweep_locked(&mut list);
 }
 
@@ -153,6 +163,10 @@ pub fn at_exit() -> Option<u32> {
     if served.is_empty() {
         return None;
     }
+    // Computed before fork: the keeper must not allocate (env lookup does).
+    let linger = linger_time();
+    let deadline =
+        rustix::time::clock_gettime(rustix::time::ClockId::Monotonic).tv_sec + linger.as_secs().max(1) as i64;
     let mut keep: Vec<i32> = served.iter().flat_map(|s| [s.listener.as_raw_fd(), s.file.as_raw_fd()]).collect();
     keep.sort_unstable();
     let mut polls: Vec<rustix::event::PollFd<'_>> =
@@ -172,7 +186,6 @@ pub fn at_exit() -> Option<u32> {
         next = fd + 1;
     }
     close_range(next, i32::MAX);
-    let deadline = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic).tv_sec + LINGER.as_secs() as i64;
     let timeout = rustix::time::Timespec { tv_sec: 0, tv_nsec: 20_000_000 };
     loop {
         // SAFETY: each pointer is into a mapping the keeper keeps.
