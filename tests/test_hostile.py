@@ -1045,9 +1045,12 @@ def test_handle_of_a_deleted_and_recreated_name(shm_name, default_dir):
     old[3] = -1
     assert pickle.loads(old_handle)[1] == -1
 
-    # Once nothing maps the old segment here either, the same holds here.
+    # Once nothing maps the old segment here either (received segments stay
+    # mapped a moment after their last use: let them go now), the same
+    # holds here.
     del old
     pygc.collect()
+    ndshm._native.release_cached()
     with pytest.raises(FileNotFoundError):
         pickle.loads(old_handle)
     assert pickle.loads(new_handle).sum() == 300.0

@@ -183,14 +183,7 @@ def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
         name, seg_id = ref
         if not 0 < seg_id < 2**64:
             raise ValueError("bad ndshm handle: segment id")
-        seg = _native.lookup(seg_id, readonly)
-        if seg is None:
-            seg = _native.attach(name, readonly)
-            if seg.id != seg_id:
-                raise FileNotFoundError(
-                    f"segment {name!r} was deleted and replaced by another since this handle was made"
-                )
-        return seg
+        return _native.attach_named_handle(name, seg_id, readonly)
     if len(ref) == 3 and all(type(x) is int for x in ref):
         pid, fd, seg_id = ref
         if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):

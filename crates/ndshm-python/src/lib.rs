@@ -203,6 +203,24 @@ fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> PyResult<PySe
     Ok(PySegment { seg })
 }
 
+/// The named segment a handle names (segment `id`, known as `name`),
+/// reusing this process's mapping when it has one.
+#[pyfunction]
+#[pyo3(signature = (name, id, readonly=false))]
+fn attach_named_handle(py: Python<'_>, name: &str, id: u64, readonly: bool) -> PyResult<PySegment> {
+    let seg = py.detach(|| Segment::attach_named_handle(name, id, readonly)).map_err(seg_err)?;
+    Ok(PySegment { seg })
+}
+
+/// Lets go of received segments kept mapped (see `ndshm::cache`); the
+/// number kept before.
+#[pyfunction]
+fn release_cached() -> usize {
+    let n = ndshm::cache::len();
+    ndshm::cache::clear();
+    n
+}
+
 /// This process's mapping of segment `id`, if it holds one.
 #[pyfunction]
 #[pyo3(signature = (id, readonly=false))]
@@ -306,6 +324,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(attach, m)?)?;
     m.add_function(wrap_pyfunction!(attach_anonymous, m)?)?;
     m.add_function(wrap_pyfunction!(lookup, m)?)?;
+    m.add_function(wrap_pyfunction!(attach_named_handle, m)?)?;
+    m.add_function(wrap_pyfunction!(release_cached, m)?)?;
     m.add_function(wrap_pyfunction!(view::view_of, m)?)?;
     m.add_function(wrap_pyfunction!(check_view, m)?)?;
     m.add_function(wrap_pyfunction!(descr_itemsize, m)?)?;

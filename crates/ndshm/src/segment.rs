@@ -333,6 +333,32 @@ impl Segment {
         registry_get(id, readonly)
     }
 
+    /// Whether two handles share one mapping.
+    pub fn same_mapping(&self, other: &Segment) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Attaches the named segment a handle names: segment `id`, known as
+    /// `seg_name`. Reuses this process's mapping of `id` if there is one;
+    /// otherwise attaches the name and checks that it still names `id`.
+    /// Kept mapped a moment after its last use (see `cache`).
+    pub fn attach_named_handle(seg_name: &str, id: u64, readonly: bool) -> Result<Segment> {
+        let seg = match registry_get(id, readonly) {
+            Some(seg) => seg,
+            None => {
+                let seg = Segment::attach(seg_name, readonly)?;
+                if seg.id() != id {
+                    return Err(SegmentError::NotFound(format!(
+                        "{seg_name} (deleted and re-created since this handle was made)"
+                    )));
+                }
+                seg
+            }
+        };
+        crate::cache::keep(&seg);
+        Ok(seg)
+    }
+
     /// Whether `publish` has run (always true for attached segments).
     pub fn is_published(&self) -> bool {
         self.inner.published.load(Ordering::Acquire)
@@ -379,6 +405,7 @@ impl Segment {
     pub fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> Result<Segment> {
         if let Some(seg) = registry_get(id, readonly) {
             seg.note_received();
+            crate::cache::keep(&seg);
             return Ok(seg);
         }
         if fd < 0 || pid == 0 {
@@ -436,6 +463,7 @@ impl Segment {
             )));
         }
         seg.note_received();
+        crate::cache::keep(&seg);
         Ok(seg)
     }
 
