@@ -17,7 +17,9 @@ pub fn seg_err(e: SegmentError) -> PyErr {
         SegmentError::DType(DTypeError::Unsupported(_)) => PyTypeError::new_err(msg),
         SegmentError::DType(DTypeError::Malformed(_)) => PyValueError::new_err(msg),
         SegmentError::Exists(_) => PyFileExistsError::new_err(msg),
-        SegmentError::NotFound(_) | SegmentError::Gone { .. } => PyFileNotFoundError::new_err(msg),
+        SegmentError::NotFound(_) | SegmentError::Replaced(_) | SegmentError::Gone { .. } => {
+            PyFileNotFoundError::new_err(msg)
+        }
         SegmentError::NoMemory(_) => PyMemoryError::new_err(msg),
         SegmentError::Permission(_) => PyPermissionError::new_err(msg),
         SegmentError::Busy(_) => PyTimeoutError::new_err(msg),

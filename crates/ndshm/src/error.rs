@@ -17,6 +17,9 @@ pub enum SegmentError {
     /// No segment has that name.
     #[error("no segment named {0:?}")]
     NotFound(String),
+    /// A handle's name now names another segment.
+    #[error("segment {0:?} was deleted and re-created since this handle was made")]
+    Replaced(String),
     /// An anonymous segment whose sender no longer holds it.
     #[error("the shared array sent by process {pid} is gone: {why}")]
     Gone { pid: u32, why: String },

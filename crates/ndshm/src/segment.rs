@@ -348,9 +348,7 @@ impl Segment {
             None => {
                 let seg = Segment::attach(seg_name, readonly)?;
                 if seg.id() != id {
-                    return Err(SegmentError::NotFound(format!(
-                        "{seg_name} (deleted and re-created since this handle was made)"
-                    )));
+                    return Err(SegmentError::Replaced(seg_name.to_string()));
                 }
                 seg
             }
