@@ -221,6 +221,8 @@ class Rounds:
         self.samples = {k: Samples(k) for k in keys}
         self.errors: dict[str, str] = {}
         self.rng = random.Random(seed)
+        self.load = ""
+        self.load_raw: dict[str, float] = {}
 
     def run(
         self,
@@ -230,6 +232,7 @@ class Rounds:
         what: str,
     ) -> None:
         keys = list(fns)
+        meter = LoadMeter()
         for r in range(rounds):
             order = keys[:]
             self.rng.shuffle(order)
@@ -242,6 +245,8 @@ class Rounds:
                     self.errors[k] = _err(e)
                     log(f"{what}: {k} failed: {self.errors[k]}")
             log(f"{what}: round {r + 1}/{rounds}")
+        self.load = meter.line()
+        self.load_raw = meter.raw
 
     def med(self, key: str) -> float:
         return self.samples[key].median
@@ -252,6 +257,56 @@ class Rounds:
         if not self.samples[key].n:
             return NOT_YET if key.startswith("ndshm") and not have_pool() else "n/a"
         return fmt(self.med(key))
+
+
+def _cpu_busy_s() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return (math.nan, math.nan)
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return ((user + nice + system + irq + softirq) / hz, steal / hz)
+
+
+class LoadMeter:
+    """How much CPU other processes took while a benchmark ran: the
+    machine's busy time (/proc/stat) minus this process's and its reaped
+    children's (every pool here is shut down and joined after use)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0, self.steal0 = _cpu_busy_s()
+        t = os.times()
+        self.mine0 = t.user + t.system + t.children_user + t.children_system
+        self.raw: dict[str, float] = {}
+
+    def line(self) -> str:
+        wall = time.monotonic() - self.t0
+        busy, steal = _cpu_busy_s()
+        t = os.times()
+        mine = t.user + t.system + t.children_user + t.children_system - self.mine0
+        others = max(0.0, busy - self.busy0 - mine)
+        ncpu = len(os.sched_getaffinity(0))
+        self.raw = {
+            "wall_s": wall,
+            "others_cpu_s": others,
+            "steal_s": steal - self.steal0,
+            "mine_cpu_s": mine,
+        }
+        if wall <= 0 or others != others:
+            return ""
+        return (
+            f"While it ran ({wall:.0f} s), other processes kept about {others / wall:.2f} of the "
+            f"{ncpu} CPUs busy (from /proc/stat, less this process and its workers)"
+            + (
+                f", and the hypervisor stole {(steal - self.steal0) / wall:.2f} CPU."
+                if steal > self.steal0
+                else "."
+            )
+        )
 
 
 # ------------------------------------------------------------------ task functions (module level)
@@ -557,7 +612,7 @@ machine: 1000 within 25% of 12 500 for PPE, mpire and process_map, 100
 1.4-4x slower). "x mp.Pool" compares a chunksize-1
 row with `Pool.map` at chunksize 1 and the other rows with `Pool.map` at
 its default chunks. {cfg.overhead_rounds} rounds, contenders shuffled in
-each.
+each. {rounds.load}
 
 {table(headers, rows, align="llrrrrrr")}
 
@@ -574,6 +629,7 @@ Targets:
         "us_per_task": us,
         "tasks": {k: _n_tasks(cfg, k) for k in keys},
         "errors": rounds.errors,
+        "load": rounds.load_raw,
     }
     return Result("(a) Per-task overhead", body, raw)
 
@@ -679,97 +735,125 @@ def make_plot(us: dict[str, float], rounds: Rounds, cfg: Config, log: Callable[[
 # ------------------------------------------------------------------ (b) uneven tasks
 
 
-UNEVEN = [
-    "mp_best",
-    "ppe_best",
-    "joblib_best",
-    "mpire_default",
-    "mpire_best",
-    "pm_best",
-    "ndshm_auto",
-    "mp_1",
-    "ppe_1",
-    "joblib_1",
-    "mpire_1",
-    "pm_1",
-    "ndshm_1",
-]
+UNEVEN_BEST = ["mp_best", "ppe_best", "joblib_best", "mpire_default", "mpire_best", "pm_best", "ndshm_auto"]
+UNEVEN_ONE = ["mp_1", "ppe_1", "joblib_1", "mpire_1", "pm_1", "ndshm_1"]
+# (order, contenders): chunksize 1 hardly depends on the order, so the
+# ascending order runs only the chunked settings.
+UNEVEN_ORDERS = {"shuffled": UNEVEN_BEST + UNEVEN_ONE, "ascending": UNEVEN_BEST}
+UNEVEN_ALPHA = 1.5
 
 
-def uneven_durations(n: int, total_s: float, seed: int = 5, alpha: float = 1.5) -> list[float]:
+def uneven_durations(n: int, total_s: float, seed: int = 5, alpha: float = UNEVEN_ALPHA) -> list[float]:
     """Seeded Pareto(alpha) durations (heavy-tailed: finite mean, infinite
-    variance), scaled to sum to `total_s`."""
+    variance for alpha <= 2), in random order, scaled to sum to `total_s`."""
     d = np.random.default_rng(seed).pareto(alpha, n) + 1.0
     d *= total_s / d.sum()
     return [float(v) for v in d]
 
 
+def _overshoot(d: list[float], n: int) -> float:
+    """Mean seconds by which `wait` outlasts its nominal duration when run
+    in this process (sleep's wake-up latency), over the first `n` tasks."""
+    extra = 0.0
+    for v in d[:n]:
+        t0 = time.perf_counter()
+        wait(v)
+        extra += time.perf_counter() - t0 - v
+    return extra / max(1, min(n, len(d)))
+
+
 def bench_uneven(cfg: Config, log: Callable[[str], None]) -> Result:
     d = uneven_durations(cfg.uneven_tasks, cfg.uneven_ideal_s * WORKERS)
+    orders = {"shuffled": d, "ascending": sorted(d)}
     ideal = sum(d) / WORKERS
     arr = np.array(d)
+    over = _overshoot(d, cfg.uneven_tasks // 10)
     fns: dict[str, Callable[[], int]] = {}
-    for key in UNEVEN:
-        c = BY_KEY[key]
+    keys = [f"{o}:{k}" for o, ks in UNEVEN_ORDERS.items() for k in ks]
+    for key in keys:
+        order, ck = key.split(":")
+        c = BY_KEY[ck]
         if c.tool == "ndshm" and not have_pool():
             continue
-        fns[key] = lambda c=c: timed_map(c, wait, d, d, cfg.warm_tasks)
-    rounds = Rounds(UNEVEN, seed=52)
+        items = orders[order]
+        fns[key] = lambda c=c, items=items: timed_map(c, wait, items, items, cfg.warm_tasks)
+    rounds = Rounds(keys, seed=52)
     rounds.run(fns, cfg.uneven_rounds, log, "uneven")
     rows = []
-    for key in UNEVEN:
-        c = BY_KEY[key]
+    for key in keys:
+        order, ck = key.split(":")
+        c = BY_KEY[ck]
         s = rounds.samples[key]
         if key in rounds.errors or not s.n:
-            rows.append((TOOL_LABEL[c.tool], c.setting, rounds.cell(key, str), "", "", ""))
+            cell = rounds.errors.get(key) or (NOT_YET if not have_pool() else "n/a")
+            rows.append((TOOL_LABEL[c.tool], c.setting, order, cell, "", "", ""))
             continue
         rows.append(
             (
                 TOOL_LABEL[c.tool],
                 c.setting,
+                order,
                 fmt_time(s.median),
                 fmt_time(s.min),
                 s.n,
                 fmt_ratio(s.median / (ideal * 1e9)),
             )
         )
-    nd = rounds.samples["ndshm_auto"]
-    what = f"ndshm with automatic chunks ≤ {TARGET_UNEVEN:g}x ideal"
-    if "ndshm_auto" in rounds.errors:
-        target = (what, rounds.errors["ndshm_auto"], "")
-    elif not nd.n:
-        target = (what, NOT_YET, "")
-    else:
-        ratio = nd.median / (ideal * 1e9)
-        target = (what, fmt_ratio(ratio), verdict(ratio <= TARGET_UNEVEN))
+    targets = []
+    for order in UNEVEN_ORDERS:
+        key = f"{order}:ndshm_auto"
+        nd = rounds.samples[key]
+        what = f"ndshm with automatic chunks ≤ {TARGET_UNEVEN:g}x ideal ({order})"
+        if key in rounds.errors:
+            targets.append((what, rounds.errors[key], ""))
+        elif not nd.n:
+            targets.append((what, NOT_YET, ""))
+        else:
+            ratio = nd.median / (ideal * 1e9)
+            targets.append((what, fmt_ratio(ratio), verdict(ratio <= TARGET_UNEVEN)))
     q = np.quantile(arr, [0.5, 0.9, 0.99])
+    floor = (sum(d) + len(d) * over) / WORKERS / ideal
+    headers = ("tool", "setting", "order", "time (median)", "min", "n", "x ideal (median)")
     body = f"""
 {cfg.uneven_tasks} tasks whose durations are drawn from a seeded Pareto
-distribution (shape 1.5: finite mean, infinite variance), scaled so that
-they sum to {sum(d):.2f} s: ideal = sum / {WORKERS} workers = {ideal:.2f} s.
+distribution (shape {UNEVEN_ALPHA}: finite mean, infinite variance), scaled so
+that they sum to {sum(d):.2f} s: ideal = sum / {WORKERS} workers = {ideal:.2f} s.
 Durations: median {fmt_time(q[0] * 1e9)}, p90 {fmt_time(q[1] * 1e9)}, p99
-{fmt_time(q[2] * 1e9)}, max {fmt_time(arr.max() * 1e9)} (the longest task
-alone is {arr.max() / ideal:.1%} of the ideal). A task sleeps for its
-duration, spinning only for its last {SPIN_S * 1e6:.0f} µs (so sleep's
-timer slack does not lengthen it), and returns it: sleeping tasks measure
-how well a tool spreads uneven work, not how many CPUs other processes
-leave free on this shared machine. Each tool runs at the settings of (a);
-the chunk sizes tuned for tiny tasks there are the ones a user would have
-tuned, and show what they cost when tasks are uneven. Same protocol as (a)
-(fresh pool, started and warmed, then only the map is timed);
-process_map's time includes its pool's start-up and shutdown (it makes one
-per call, about the 2-task call of (a)). {cfg.uneven_rounds} rounds,
-contenders shuffled in each.
+{fmt_time(q[2] * 1e9)}, max {fmt_time(arr.max() * 1e9)} (the longest task alone
+is {arr.max() / ideal:.1%} of the ideal). A task sleeps for its duration,
+spinning only for its last {SPIN_S * 1e6:.0f} µs, and returns it: sleeping tasks
+measure how well a tool spreads uneven work, not how many CPUs other
+processes leave free on this shared machine. Sleep still wakes up late
+now and then: run in this process, the tasks took {over * 1e6:.1f} µs longer
+than their nominal duration on average, so even a perfect pool would
+measure about {fmt_ratio(floor)} here.
 
-{table(("tool", "setting", "time (median)", "min", "n", "x ideal (median)"), rows, align="llrrrr")}
+Two orders of the same durations: "shuffled" (as drawn, independent) and
+"ascending" (the longest tasks last, as when work grows along the input:
+the hard case for fixed chunks, whose last chunks then hold most of the
+work; chunksize 1 hardly depends on the order, so only the chunked
+settings run it). Each tool runs at the settings of (a): the chunk sizes
+tuned for tiny tasks there are what a user would have tuned. Same protocol
+as (a) (fresh pool, started and warmed, then only the map is timed);
+process_map's time includes its pool's start-up and shutdown (it makes
+one per call; about the 2-task call of (a)). {cfg.uneven_rounds} rounds,
+contenders shuffled in each. {rounds.load}
 
-Target:
+{table(headers, rows, align="lllrrrr")}
 
-{table(("target", "measured", ""), [target], align="lll")}
+Targets:
+
+{table(("target", "measured", ""), targets, align="lll")}
 
 {versions_line()}
 """
-    raw = {"ns": {k: s.ns for k, s in rounds.samples.items()}, "ideal_s": ideal, "errors": rounds.errors}
+    raw = {
+        "ns": {k: s.ns for k, s in rounds.samples.items()},
+        "ideal_s": ideal,
+        "overshoot_s": over,
+        "errors": rounds.errors,
+        "load": rounds.load_raw,
+    }
     return Result("(b) Uneven tasks", body, raw)
 
 
@@ -956,13 +1040,18 @@ segment's close + unlink) happens after timing, as does checking four
 entries of it. Every contender is run once untimed first (the first touch
 of fresh memory on this VM is several times slower than later ones).
 {cfg.seed_rounds} rounds, contenders shuffled in each; numpy's
-single-process rows use one CPU, the pools two.
+single-process rows use one CPU, the pools two. {rounds.load}
 
 {table(headers, rows, align="lrrrrrr")}
 
 {versions_line()}
 """
-    raw = {"ns": {k: s.ns for k, s in rounds.samples.items()}, "errors": rounds.errors, "shape": shape}
+    raw = {
+        "ns": {k: s.ns for k, s in rounds.samples.items()},
+        "errors": rounds.errors,
+        "shape": shape,
+        "load": rounds.load_raw,
+    }
     return Result(f"(c) Seed workload: outer product into a {nbytes / 1e9:.1f} GB result", body, raw)
 
 
@@ -1088,7 +1177,7 @@ across calls) and compute {cfg.cpu_tasks} row blocks handed out one at a
 time (`chunksize=1`), so a worker slowed down by other processes takes
 fewer. Outputs are compared for equality between contenders. Speedup =
 median one-process time / median time. {cfg.cpu_rounds} rounds,
-contenders shuffled in each. On this shared 2-CPU machine any other
+contenders shuffled in each. {rounds.load} On this shared 2-CPU machine any other
 running process takes CPU from one of the two workers, which caps the
 speedup well below what the code would reach alone: the hand-written
 pool, whose overhead is a few ms here, is the practical ceiling
@@ -1102,7 +1191,12 @@ Target:
 
 {versions_line()}
 """
-    raw = {"ns": {k: s.ns for k, s in rounds.samples.items()}, "errors": rounds.errors, "shape": shape}
+    raw = {
+        "ns": {k: s.ns for k, s in rounds.samples.items()},
+        "errors": rounds.errors,
+        "shape": shape,
+        "load": rounds.load_raw,
+    }
     return Result("(d) CPU-bound blocks: speedup with 2 workers", body, raw)
 
 
@@ -1223,6 +1317,7 @@ before each timing (what the first `Parallel` call of a program pays).
 Spawned workers (loky, the spawn reference) re-import the parent's main
 module: here `{main_name}`, whose imports they pay for. {cfg.startup_rounds}
 rounds, contenders shuffled in each, after one untimed run of each.
+{rounds.load}
 
 {table(("contender", "median", "min", "n", "x mp.Pool (fork)"), rows)}
 
@@ -1232,7 +1327,11 @@ Target:
 
 {versions_line()}
 """
-    raw = {"ns": {k: s.ns for k, s in rounds.samples.items()}, "errors": rounds.errors}
+    raw = {
+        "ns": {k: s.ns for k, s in rounds.samples.items()},
+        "errors": rounds.errors,
+        "load": rounds.load_raw,
+    }
     return Result("(e) Pool start-up to first result", body, raw)
 
 

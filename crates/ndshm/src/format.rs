@@ -183,7 +183,13 @@ impl Header {
         if pre + hlen != PAGE {
             return Err(bad_header("header does not end at the data offset"));
         }
-        let raw = &page[pre..];
+        // Only the dict matters: drop the padding (spaces and the final
+        // newline) before decoding, instead of parsing ~4 KB of spaces.
+        let mut end = PAGE;
+        while end > pre && matches!(page[end - 1], b' ' | b'\n') {
+            end -= 1;
+        }
+        let raw = &page[pre..end];
         let text: String = if page[6] == 3 {
             std::str::from_utf8(raw).map_err(|_| bad_header("header is not UTF-8"))?.to_owned()
         } else {

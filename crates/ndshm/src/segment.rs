@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -121,21 +121,17 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Validates a mapped segment of `len` bytes from private copies of its
-/// header page and control page.
-fn validate_mapping(m: &MmapRaw, len: u64) -> std::result::Result<(Header, Control), FormatError> {
-    if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 || m.len() as u64 != len {
+/// Validates a segment file of `len` bytes from private copies of its
+/// header page and control page, read with `pread` (faster here than
+/// faulting the pages in, and a concurrent truncation cannot SIGBUS us).
+fn validate_file(file: &File, len: u64) -> std::result::Result<(Header, Control), FormatError> {
+    if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
         return Err(FormatError::BadLength { len });
     }
     let mut header = Box::new([0u8; PAGE]);
     let mut control = Box::new([0u8; PAGE]);
-    // SAFETY: both pages lie inside the mapping (len >= 2 pages); they are
-    // copied through raw pointers into private buffers, and every decision
-    // is made on the copies.
-    unsafe {
-        std::ptr::copy_nonoverlapping(m.as_ptr(), header.as_mut_ptr(), PAGE);
-        std::ptr::copy_nonoverlapping(m.as_ptr().add(len as usize - PAGE), control.as_mut_ptr(), PAGE);
-    }
+    file.read_exact_at(&mut header[..], 0).map_err(|_| FormatError::BadLength { len })?;
+    file.read_exact_at(&mut control[..], len - PAGE as u64).map_err(|_| FormatError::BadLength { len })?;
     format::validate(len, &header, &control)
 }
 
@@ -478,14 +474,7 @@ impl Segment {
             Some(n) => format!("segment {n:?}"),
             None => "anonymous segment".into(),
         };
-        if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
-            return Err((file, SegmentError::Invalid { what: what(), source: FormatError::BadLength { len } }));
-        }
-        let map = match map(&file, len, writable) {
-            Ok(m) => m,
-            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
-        };
-        let (header, control) = match validate_mapping(&map, len) {
+        let (header, control) = match validate_file(&file, len) {
             Ok(v) => v,
             Err(source) => return Err((file, SegmentError::Invalid { what: what(), source })),
         };
@@ -495,8 +484,12 @@ impl Segment {
             return Err((file, e));
         }
         if let Some(seg) = registry_get(control.id, readonly) {
-            return Ok(seg); // mapped already: the new mapping is dropped
+            return Ok(seg);
         }
+        let map = match map(&file, len, writable) {
+            Ok(m) => m,
+            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
+        };
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
