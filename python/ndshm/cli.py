@@ -90,20 +90,6 @@ def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
-def _order_of(name: str, si: SegmentInfo) -> str | None:
-    """'C' or 'F' when the segment says so, else None."""
-    order = getattr(si, "order", None)
-    if order is not None:
-        return str(order)
-    try:
-        from . import _native
-
-        fortran = _native.info(name).get("fortran_order")
-    except Exception:
-        return None
-    return None if fortran is None else ("F" if fortran else "C")
-
-
 def _as_dict(si: SegmentInfo) -> dict[str, Any]:
     """The stable JSON form of one segment (keys always present)."""
     return {
@@ -165,7 +151,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     si = ndshm.info(args.name)
     d = _as_dict(si)
-    d["order"] = _order_of(args.name, si)
+    d["order"] = si.order
     if args.json:
         print(json.dumps(d, indent=2))
         return 0

@@ -29,6 +29,7 @@ class SegmentInfo:
     name: str
     dtype: np.dtype | None
     shape: tuple[int, ...] | None
+    order: str | None  # "C" or "F"
     nbytes: int | None
     owner_pid: int | None
     owner_alive: bool
@@ -48,6 +49,7 @@ class SegmentInfo:
             name=d["name"],
             dtype=dtype,
             shape=d["shape"],
+            order=None if d["fortran_order"] is None else ("F" if d["fortran_order"] else "C"),
             nbytes=d["nbytes"],
             owner_pid=d["owner_pid"],
             owner_alive=d["owner_alive"],
