@@ -134,11 +134,11 @@ def _segment_of(arr: np.ndarray) -> _native.Segment | None:
 
 def _seg_dtype(seg: _native.Segment) -> np.dtype:
     """The segment's dtype, cached on the segment object."""
-    try:
-        return seg.__dict__["dtype"]
-    except KeyError:
-        dt = seg.__dict__["dtype"] = _dtype_of(seg.descr)
-        return dt
+    d = seg.__dict__
+    dt = d.get("dtype")
+    if dt is None:
+        dt = d["dtype"] = _dtype_of(seg.descr)
+    return dt
 
 
 def _writeable(arr: np.ndarray) -> bool:

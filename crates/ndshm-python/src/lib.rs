@@ -38,8 +38,8 @@ impl PySegment {
 
     /// The header's dtype description, in numpy's .npy syntax.
     #[getter]
-    fn descr(&self) -> String {
-        self.seg.header().dtype.descr()
+    fn descr(&self) -> &str {
+        &self.seg.info().descr
     }
 
     #[getter]

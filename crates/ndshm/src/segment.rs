@@ -42,6 +42,8 @@ pub struct Info {
     pub id: u64,
     pub name: Option<String>,
     pub header: Header,
+    /// `header.dtype.descr()`, rendered once.
+    pub descr: String,
     pub data_len: u64,
     pub owner_pid: u32,
     pub owner_start: u64,
@@ -275,6 +277,7 @@ impl Segment {
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
+            descr: header.dtype.descr(),
             header: header.clone(),
             data_len,
             owner_pid: pid,
@@ -493,6 +496,7 @@ impl Segment {
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
+            descr: header.dtype.descr(),
             header,
             data_len: control.data_len,
             owner_pid: control.owner_pid,
