@@ -1,7 +1,7 @@
 """Pool benchmarks (issue 5): the parallel engine against the tools users
 would otherwise pick.
 
-    .venv/bin/python benchmarks/pool_bench.py            # everything (~5 min)
+    .venv/bin/python benchmarks/pool_bench.py            # everything (~4-5 min)
     .venv/bin/python benchmarks/pool_bench.py --quick    # a smoke run (~1 min)
     .venv/bin/python benchmarks/pool_bench.py overhead startup --json out.json
 
@@ -46,6 +46,7 @@ import multiprocessing as mp
 import os
 import random
 import re
+import statistics
 import sys
 import time
 import uuid
@@ -109,7 +110,7 @@ class Config:
 
 FULL = Config(
     overhead_tasks=100_000,
-    overhead_tasks_slow=20_000,
+    overhead_tasks_slow=10_000,
     overhead_rounds=5,
     warm_tasks=1000,
     uneven_tasks=4000,
@@ -271,23 +272,46 @@ def _cpu_busy_s() -> tuple[float, float]:
     return ((user + nice + system + irq + softirq) / hz, steal / hz)
 
 
+def _live_children_cpu_s() -> float:
+    """CPU seconds of this process's live children (pool workers not yet
+    reaped) and of the children they reaped, from /proc/PID/stat."""
+    me = os.getpid()
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 14 and int(fields[1]) == me:
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return total / hz
+
+
+def _my_cpu_s() -> float:
+    """CPU seconds of this process, its reaped children and its live ones."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + _live_children_cpu_s()
+
+
 class LoadMeter:
     """How much CPU other processes took while a benchmark ran: the
-    machine's busy time (/proc/stat) minus this process's and its reaped
-    children's (every pool here is shut down and joined after use)."""
+    machine's busy time (/proc/stat) minus that of this process and its
+    children (live or reaped)."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
         self.busy0, self.steal0 = _cpu_busy_s()
-        t = os.times()
-        self.mine0 = t.user + t.system + t.children_user + t.children_system
+        self.mine0 = _my_cpu_s()
         self.raw: dict[str, float] = {}
 
     def line(self) -> str:
         wall = time.monotonic() - self.t0
         busy, steal = _cpu_busy_s()
-        t = os.times()
-        mine = t.user + t.system + t.children_user + t.children_system - self.mine0
+        mine = _my_cpu_s() - self.mine0
         others = max(0.0, busy - self.busy0 - mine)
         ncpu = len(os.sched_getaffinity(0))
         self.raw = {
@@ -303,7 +327,7 @@ class LoadMeter:
             f"{ncpu} CPUs busy (from /proc/stat, less this process and its workers)"
             + (
                 f", and the hypervisor stole {(steal - self.steal0) / wall:.2f} CPU."
-                if steal > self.steal0
+                if (steal - self.steal0) / wall >= 0.005
                 else "."
             )
         )
@@ -532,13 +556,13 @@ def bench_overhead(cfg: Config, log: Callable[[str], None]) -> Result:
         s = rounds.samples[key]
         if not s.n:
             return float("nan")
-        t = s.median if q == "median" else s.min
         n = _n_tasks(cfg, key)
-        if BY_KEY[key].tool == "pm":
-            small = rounds.samples["pm_small"]
-            base = small.median if q == "median" else small.min
-            return (t - base) / (n - 2) / 1e3
-        return t / n / 1e3
+        if BY_KEY[key].tool == "pm":  # less the 2-task call of the same round
+            diffs = [a - b for a, b in zip(s.ns, rounds.samples["pm_small"].ns)]
+            if not diffs:
+                return float("nan")
+            return (statistics.median(diffs) if q == "median" else min(diffs)) / (n - 2) / 1e3
+        return (s.median if q == "median" else s.min) / n / 1e3
 
     us = {k: us_per_task(k) for k in keys}
     us_min = {k: us_per_task(k, "min") for k in keys}
@@ -600,8 +624,8 @@ full result list is back) and the pool is shut down after. µs/task = that
 time / tasks. `tqdm.contrib.concurrent.process_map` makes a new
 `ProcessPoolExecutor` per call, so its start-up cannot be left out of a
 call; instead a 2-task call (median {fmt_time(small.median)}) is timed in
-every round and subtracted: (median(map) - median(2-task call)) /
-(tasks - 2). Its bar is drawn to /dev/null. Tools run at their default
+every round and subtracted from that round's map: µs/task = median over
+rounds of (map - 2-task call) / (tasks - 2). Its bar is drawn to /dev/null. Tools run at their default
 start method (fork here; loky for joblib). At chunksize 1 the tools slower
 than ~20 µs/task map {cfg.overhead_tasks_slow:,} tasks instead of
 {cfg.overhead_tasks:,} (marked in the tasks column), to keep the run
@@ -1055,9 +1079,10 @@ SharedMemory) are the noisy ones on this machine, a Firecracker VM: memory
 the guest frees seems to go back to the host within a second or so, and
 touching it again then costs a host fault per page. Measured while writing
 this suite: `np.multiply.outer` into a fresh 1.6 GB result took 0.18-0.24 s
-when repeated back to back, 0.6-1.2 s after a 1 s pause and 1.4-1.8 s after
-6 s. Contenders here run in between, so those rows' medians carry that cost
-and vary from run to run; their minimums are closer to what the code costs.
+when repeated back to back, 0.2-1.2 s after a 1 s pause and 0.9-1.8 s after
+3-6 s. Contenders here run in between, so those rows' medians can carry
+that cost and vary from run to run; their minimums are closer to what the
+code costs.
 {cfg.seed_rounds} rounds, contenders shuffled in each; numpy's
 single-process rows use one CPU, the pools two. {rounds.load}
 
@@ -1198,9 +1223,9 @@ fewer. Outputs are compared for equality between contenders. Speedup =
 median one-process time / median time. {cfg.cpu_rounds} rounds,
 contenders shuffled in each. {rounds.load} On this shared 2-CPU machine any other
 running process takes CPU from one of the two workers, which caps the
-speedup well below what the code would reach alone: the hand-written
-pool, whose overhead is a few ms here, is the practical ceiling
-({fmt_ratio(hand_sp)} in this run).
+speedup below what the code would reach alone: the hand-written
+pool, whose own overhead is small ({cfg.cpu_tasks} tasks), is the practical
+ceiling ({fmt_ratio(hand_sp)} in this run).
 
 {table(("contender", "median", "min", "n", "speedup"), rows)}
 
