@@ -1,4 +1,4 @@
-"""Pool benchmarks (issue 5): the parallel engine against the tools users
+"""Pool benchmarks (issue 3): the parallel engine against the tools users
 would otherwise pick.
 
     .venv/bin/python benchmarks/pool_bench.py            # everything (~4-5 min)
@@ -67,7 +67,7 @@ from common import HERE, REPO, Progress, Samples, fmt_ratio, fmt_time, table, ve
 
 import ndshm
 
-SECTION = "Parallel work (issue 5)"
+SECTION = "Parallel work (issue 3)"
 WORKERS = 2
 F8 = np.dtype(np.float64)
 NOT_YET = "not yet implemented"
@@ -1398,7 +1398,7 @@ ORDER = [
 ]
 
 INTRO = """
-Parallel work (issue 5): `ndshm.Pool` (tasks dispatched through shared
+Parallel work (issue 3): `ndshm.Pool` (tasks dispatched through shared
 memory) against `multiprocessing.Pool`, `concurrent.futures.ProcessPoolExecutor`,
 joblib (loky), mpire and tqdm's `process_map`, all with 2 workers. Targets for
 ndshm: ≤ 3 µs per trivial task at chunksize 1 and ≤ 0.1 µs with automatic
