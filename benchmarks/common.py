@@ -15,8 +15,10 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -283,3 +285,12 @@ class Progress:
         import sys
 
         print(f"[{time.monotonic() - self.t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Result:
+    """One benchmark's output: a ``### `` subsection and raw data."""
+
+    title: str
+    body: str
+    raw: dict[str, Any] = field(default_factory=dict)

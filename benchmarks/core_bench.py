@@ -21,7 +21,7 @@ import textwrap
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import shared_memory
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -29,7 +29,7 @@ from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
-from common import GiB, KiB, MiB, Samples, fmt_ratio, fmt_size, fmt_time, table, verdict
+from common import GiB, KiB, MiB, Result, Samples, fmt_ratio, fmt_size, fmt_time, table, verdict
 
 import ndshm
 from ndshm import _native
@@ -82,15 +82,6 @@ QUICK = Config(
     from_array_size=64 * MiB,
     from_array_reps=3,
 )
-
-
-@dataclass
-class Result:
-    """One benchmark's output: a ``### `` subsection and raw data."""
-
-    title: str
-    body: str
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ helpers

@@ -54,7 +54,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import REPO, Progress, fmt_ratio, table, verdict
+from common import REPO, Progress, Result, fmt_ratio, table, verdict
 
 import ndshm
 
@@ -97,15 +97,6 @@ QUICK = Config(
         "3",
     ],
 )
-
-
-@dataclass
-class Result:
-    """One benchmark's output: a ``### `` subsection and raw data."""
-
-    title: str
-    body: str
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 def fmt_ns(ns: float | None) -> str:

@@ -52,7 +52,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
@@ -63,7 +63,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HERE, REPO, Progress, Samples, fmt_ratio, fmt_time, table, verdict
+from common import HERE, REPO, Progress, Result, Samples, fmt_ratio, fmt_time, table, verdict
 
 import ndshm
 
@@ -145,15 +145,6 @@ QUICK = Config(
     startup_rounds=2,
     plot="out/pool_overhead-quick.png",
 )
-
-
-@dataclass
-class Result:
-    """One benchmark's output: a ``### `` subsection and raw data."""
-
-    title: str
-    body: str
-    raw: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ helpers
