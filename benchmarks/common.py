@@ -8,13 +8,15 @@ suites written by different people can share the file.
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import re
 import statistics
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,3 +296,16 @@ class Result:
     title: str
     body: str
     raw: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Collects, then keeps the garbage collector off while timing."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()

@@ -19,8 +19,8 @@ import random
 import statistics
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from multiprocessing.reduction import ForkingPickler
@@ -29,7 +29,7 @@ from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
-from common import GiB, KiB, MiB, Result, Samples, fmt_ratio, fmt_size, fmt_time, table, verdict
+from common import GiB, KiB, MiB, Result, Samples, fmt_ratio, fmt_size, fmt_time, gc_paused, table, verdict
 
 import ndshm
 from ndshm import _native
@@ -104,18 +104,6 @@ def schedule(reps: dict[str, int], rng: random.Random) -> list[str]:
         slots.extend(((j + phase) / k, rng.random(), key) for j in range(k))
     slots.sort()
     return [key for _, _, key in slots]
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _shm_unlink(name: str) -> None:

@@ -50,8 +50,8 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from multiprocessing import resource_tracker, shared_memory
@@ -63,7 +63,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import HERE, REPO, Progress, Result, Samples, fmt_ratio, fmt_time, table, verdict
+from common import HERE, REPO, Progress, Result, Samples, fmt_ratio, fmt_time, gc_paused, table, verdict
 
 import ndshm
 
@@ -175,18 +175,6 @@ def versions_line() -> str:
 def _shm_tag() -> str:
     """SharedMemory names carry the pid, so run.py's leak check sees them."""
     return f"bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    gc.collect()
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _stop_loky() -> None:

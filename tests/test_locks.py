@@ -138,10 +138,9 @@ def test_readers_in_several_processes_hold_the_lock_together():
 # ---------------------------------------------------------------- timeouts and blocking
 
 
-def test_acquire_timeout_returns_false_on_time():
-    lk = ndshm.Lock()
-    held = threading.Event()
-    release = threading.Event()
+def _held_by_another_thread(lk):
+    """Starts a thread holding `lk` until the returned event is set."""
+    held, release = threading.Event(), threading.Event()
 
     def holder():
         with lk:
@@ -150,7 +149,13 @@ def test_acquire_timeout_returns_false_on_time():
 
     t = threading.Thread(target=holder)
     t.start()
-    held.wait(5)
+    assert held.wait(5)
+    return t, release
+
+
+def test_acquire_timeout_returns_false_on_time():
+    lk = ndshm.Lock()
+    t, release = _held_by_another_thread(lk)
     t0 = time.monotonic()
     assert lk.acquire(timeout=0.3) is False
     waited = time.monotonic() - t0
@@ -194,16 +199,7 @@ def test_a_blocked_waiter_sleeps_instead_of_spinning():
 
 def test_waiting_releases_the_gil():
     lk = ndshm.Lock()
-    held, release = threading.Event(), threading.Event()
-
-    def holder():
-        with lk:
-            held.set()
-            release.wait(10)
-
-    t = threading.Thread(target=holder)
-    t.start()
-    held.wait(5)
+    t, release = _held_by_another_thread(lk)
     waiter = threading.Thread(target=lambda: lk.acquire(timeout=3) and lk.release())
     waiter.start()
     # While the waiter is blocked, this thread keeps running Python code.
