@@ -2,7 +2,8 @@
 
 Arrays live in shared memory, describe themselves (dtype, shape, order),
 and pickle as small handles, so they pass through multiprocessing,
-concurrent.futures, joblib or tqdm at O(1) cost.
+concurrent.futures, joblib or tqdm at O(1) cost. ``ndshm.Pool`` runs
+work over them in parallel, dispatched through shared memory.
 """
 
 from .arrays import (
@@ -15,7 +16,9 @@ from .arrays import (
     zeros,
     zeros_like,
 )
+from .blocks import blocks
 from .locks import Lock, LockOwnerDied, RWLock
+from .pool import Pool, RemoteTraceback, WorkerDied, map, map_blocks
 from .segments import SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"
@@ -23,11 +26,15 @@ __version__ = "0.1.0"
 __all__ = [
     "Lock",
     "LockOwnerDied",
+    "Pool",
     "RWLock",
+    "RemoteTraceback",
     "SegmentInfo",
     "SharedArray",
+    "WorkerDied",
     "__version__",
     "attach",
+    "blocks",
     "delete",
     "empty",
     "empty_like",
@@ -37,6 +44,8 @@ __all__ = [
     "gc",
     "info",
     "list",
+    "map",
+    "map_blocks",
     "zeros",
     "zeros_like",
 ]

@@ -1,6 +1,7 @@
 //! The one place where core errors become Python exceptions (DESIGN.md,
 //! "Errors").
 
+use ndshm::dispatch::DispatchError;
 use ndshm::{DTypeError, LockError, SegmentError, ViewError};
 use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError,
@@ -36,4 +37,11 @@ pub fn view_err(e: ViewError) -> PyErr {
 
 pub fn lock_err(e: LockError) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
+}
+
+pub fn dispatch_err(e: DispatchError) -> PyErr {
+    match e {
+        DispatchError::Segment(e) => seg_err(e),
+        e => PyValueError::new_err(e.to_string()),
+    }
 }

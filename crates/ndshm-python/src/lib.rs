@@ -1,6 +1,7 @@
 //! `ndshm._native`: thin bindings over the `ndshm` crate. Logic lives in the
 //! core; this file converts types and maps errors (once, in `errors`).
 
+mod dispatch;
 mod errors;
 mod lock;
 mod view;
@@ -319,6 +320,9 @@ fn segment_dir() -> String {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySegment>()?;
     m.add_class::<lock::PyLock>()?;
+    m.add_class::<dispatch::PyBoard>()?;
+    m.add_class::<dispatch::PyParent>()?;
+    m.add_class::<dispatch::PyWorker>()?;
     m.add("LockOwnerDied", m.py().get_type::<lock::LockOwnerDied>())?;
     m.add_function(wrap_pyfunction!(create, m)?)?;
     m.add_function(wrap_pyfunction!(attach, m)?)?;

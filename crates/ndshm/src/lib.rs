@@ -19,6 +19,7 @@
 
 pub mod cache;
 pub mod directory;
+pub mod dispatch;
 pub mod dtype;
 pub mod error;
 pub mod format;

@@ -1,0 +1,272 @@
+//! `ndshm._native.Board`, `Parent` and `Worker`: the dispatch board of a
+//! pool, for `ndshm.pool`. Waits release the GIL.
+
+use crate::errors::dispatch_err;
+use crate::PySegment;
+use ndshm::dispatch::{Board, Claim, Claimed, Completion, Geometry, Parent, Worker};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn secs(t: f64) -> Duration {
+    Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// A dispatch board, mapped in this process.
+#[pyclass(frozen, module = "ndshm._native", name = "Board")]
+pub struct PyBoard {
+    board: Arc<Board>,
+}
+
+#[pymethods]
+impl PyBoard {
+    /// Bytes a board for this geometry needs.
+    #[staticmethod]
+    #[pyo3(signature = (workers, capacity=1024, jobs=16, input_len=4194304, output_len=1048576))]
+    fn size(workers: u32, capacity: u32, jobs: u32, input_len: u64, output_len: u64) -> PyResult<usize> {
+        let geo = Geometry { workers, capacity, jobs, input_len, output_len };
+        Board::header(&geo).map_err(dispatch_err)?;
+        Ok(geo.len())
+    }
+
+    /// Lays out a new board in `segment` (fresh, `|u1`, `size(...)` bytes).
+    #[staticmethod]
+    #[pyo3(signature = (segment, workers, capacity=1024, jobs=16, input_len=4194304, output_len=1048576))]
+    fn init(
+        segment: &Bound<'_, PySegment>,
+        workers: u32,
+        capacity: u32,
+        jobs: u32,
+        input_len: u64,
+        output_len: u64,
+    ) -> PyResult<Self> {
+        let geo = Geometry { workers, capacity, jobs, input_len, output_len };
+        let board = Board::init(segment.get().seg.clone(), geo).map_err(dispatch_err)?;
+        Ok(PyBoard { board: Arc::new(board) })
+    }
+
+    /// Opens the board another process laid out in `segment`.
+    #[staticmethod]
+    fn open(segment: &Bound<'_, PySegment>) -> PyResult<Self> {
+        let board = Board::open(segment.get().seg.clone()).map_err(dispatch_err)?;
+        Ok(PyBoard { board: Arc::new(board) })
+    }
+
+    #[getter]
+    fn workers(&self) -> u32 {
+        self.board.geometry().workers
+    }
+
+    /// The largest input payload the board carries itself.
+    #[getter]
+    fn max_input(&self) -> usize {
+        self.board.geometry().max_input()
+    }
+
+    /// The largest result payload the board carries itself.
+    #[getter]
+    fn max_output(&self) -> usize {
+        self.board.geometry().max_output()
+    }
+
+    /// The largest function the job table carries itself.
+    #[getter]
+    fn max_job(&self) -> usize {
+        ndshm::dispatch::JOB_BYTES - ndshm::dispatch::JOB_HEAD
+    }
+
+    /// The pool's process: (pid, start time).
+    #[getter]
+    fn owner(&self) -> (u32, u64) {
+        self.board.owner()
+    }
+
+    fn owner_alive(&self) -> bool {
+        self.board.owner_alive()
+    }
+
+    fn shutdown(&self) {
+        self.board.shutdown()
+    }
+
+    #[getter]
+    fn is_shutdown(&self) -> bool {
+        self.board.is_shutdown()
+    }
+
+    /// Items completed so far.
+    #[getter]
+    fn completed(&self) -> u64 {
+        self.board.completed()
+    }
+
+    /// Items of job `id` completed so far.
+    fn job_completed(&self, id: u64) -> u64 {
+        self.board.job_completed(id)
+    }
+
+    fn done_seq(&self) -> u32 {
+        self.board.done_seq()
+    }
+
+    /// Sleeps until a task completes after `seen` was read, or `timeout` s.
+    fn wait_done(&self, py: Python<'_>, seen: u32, timeout: f64) {
+        let board = &self.board;
+        py.detach(|| board.wait_done(seen, secs(timeout)))
+    }
+
+    fn notify_done(&self) {
+        self.board.notify_done()
+    }
+
+    fn worker_pid(&self, w: u32) -> PyResult<u32> {
+        self.check_worker(w)?;
+        Ok(self.board.worker_pid(w))
+    }
+
+    fn worker_done(&self, w: u32) -> PyResult<u64> {
+        self.check_worker(w)?;
+        Ok(self.board.worker_done(w))
+    }
+
+    /// Job `id`'s function: (flags, bytes).
+    fn job<'py>(&self, py: Python<'py>, id: u64) -> PyResult<(u32, Bound<'py, PyBytes>)> {
+        let (flags, bytes) = self.board.job(id).map_err(dispatch_err)?;
+        Ok((flags, PyBytes::new(py, &bytes)))
+    }
+
+    /// Ends this process (at once) when the board's owner is gone.
+    #[pyo3(signature = (interval=0.5))]
+    fn exit_with_owner(&self, interval: f64) {
+        ndshm::dispatch::exit_with_owner(self.board.clone(), secs(interval))
+    }
+}
+
+impl PyBoard {
+    fn check_worker(&self, w: u32) -> PyResult<()> {
+        if w >= self.board.geometry().workers {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("no worker {w} on this board")));
+        }
+        Ok(())
+    }
+}
+
+fn completion<'py>(py: Python<'py>, c: &Completion) -> PyResult<Bound<'py, PyTuple>> {
+    (c.task, c.job, c.tag, c.count, c.state, c.worker, PyBytes::new(py, &c.payload), c.elapsed_ns).into_pyobject(py)
+}
+
+/// The pool's side of a board. Calls are serialized by a mutex; none waits.
+#[pyclass(frozen, module = "ndshm._native", name = "Parent")]
+pub struct PyParent {
+    parent: Mutex<Parent>,
+}
+
+#[pymethods]
+impl PyParent {
+    #[new]
+    fn new(board: &Bound<'_, PyBoard>) -> Self {
+        PyParent { parent: Mutex::new(Parent::new(board.get().board.clone())) }
+    }
+
+    /// Tasks published and not yet collected.
+    #[getter]
+    fn in_flight(&self) -> u64 {
+        self.parent.lock().in_flight()
+    }
+
+    /// Opens job `id` with its function; False if the job table is full.
+    fn open_job(&self, id: u64, flags: u32, func: &[u8]) -> PyResult<bool> {
+        self.parent.lock().open_job(id, flags, func).map_err(dispatch_err)
+    }
+
+    fn cancel_job(&self, id: u64) {
+        self.parent.lock().cancel_job(id)
+    }
+
+    fn close_job(&self, id: u64) {
+        self.parent.lock().close_job(id)
+    }
+
+    /// Publishes a task; its number, or None when the board is full.
+    fn publish(&self, job: u64, tag: u64, count: u32, payload: &[u8]) -> PyResult<Option<u64>> {
+        self.parent.lock().publish(job, tag, count, payload).map_err(dispatch_err)
+    }
+
+    /// Publishes tasks `(tag, count, payload)` in order until the board is
+    /// full; returns how many went out.
+    fn publish_many(&self, job: u64, tasks: &Bound<'_, PyList>) -> PyResult<usize> {
+        let mut parent = self.parent.lock();
+        for (i, t) in tasks.iter().enumerate() {
+            let (tag, count, payload): (u64, u32, Vec<u8>) = t.extract()?;
+            if parent.publish(job, tag, count, &payload).map_err(dispatch_err)?.is_none() {
+                return Ok(i);
+            }
+        }
+        Ok(tasks.len())
+    }
+
+    /// Wakes up to `n` sleeping workers.
+    fn wake_workers(&self, n: u32) {
+        self.parent.lock().wake_workers(n)
+    }
+
+    /// Finished tasks: `(task, job, tag, count, state, worker, payload, elapsed_ns)`.
+    fn poll<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let mut out = Vec::new();
+        self.parent.lock().poll(&mut out);
+        PyList::new(py, out.iter().map(|c| completion(py, c)).collect::<PyResult<Vec<_>>>()?)
+    }
+
+    /// Worker `w` died: what it finished, and its task (state DIED).
+    fn bury_worker<'py>(&self, py: Python<'py>, w: u32) -> PyResult<Bound<'py, PyList>> {
+        let mut parent = self.parent.lock();
+        if w >= parent.board().geometry().workers {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!("no worker {w} on this board")));
+        }
+        let mut out = Vec::new();
+        parent.bury_worker(w, &mut out);
+        PyList::new(py, out.iter().map(|c| completion(py, c)).collect::<PyResult<Vec<_>>>()?)
+    }
+}
+
+/// A worker's side of a board.
+#[pyclass(frozen, module = "ndshm._native", name = "Worker")]
+pub struct PyWorker {
+    worker: Worker,
+}
+
+fn claimed<'py>(py: Python<'py>, t: &Claimed) -> PyResult<Bound<'py, PyTuple>> {
+    (t.task, t.job, t.tag, t.count, PyBytes::new(py, &t.payload)).into_pyobject(py)
+}
+
+#[pymethods]
+impl PyWorker {
+    #[new]
+    fn new(board: &Bound<'_, PyBoard>, index: u32) -> PyResult<Self> {
+        let worker = Worker::new(board.get().board.clone(), index).map_err(dispatch_err)?;
+        Ok(PyWorker { worker })
+    }
+
+    /// The next task `(task, job, tag, count, payload)`, waiting up to
+    /// `timeout` s; None if there was none or the pool is shutting down.
+    fn claim<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        if let Some(t) = self.worker.try_claim() {
+            return claimed(py, &t).map(Some);
+        }
+        let worker = &self.worker;
+        match py.detach(|| worker.claim(secs(timeout))) {
+            Claim::Task(t) => claimed(py, &t).map(Some),
+            Claim::Idle | Claim::Shutdown => Ok(None),
+        }
+    }
+
+    /// Hands back a task's result (`ok`) or error; False if the pool shut
+    /// down while waiting for room.
+    fn complete(&self, py: Python<'_>, task: u64, ok: bool, payload: &[u8], elapsed_ns: u64) -> PyResult<bool> {
+        let st = if ok { ndshm::dispatch::state::DONE } else { ndshm::dispatch::state::FAILED };
+        let worker = &self.worker;
+        py.detach(|| worker.complete(task, st, payload, elapsed_ns)).map_err(dispatch_err)
+    }
+}

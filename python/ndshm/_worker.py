@@ -1,0 +1,149 @@
+"""The loop a pool worker runs: claim a task from the board, run it, hand
+the result back through the worker's output ring.
+
+Payloads are pickles. A job's function is unpickled once per job. Whatever
+does not fit the board travels as a :class:`Spilled` segment instead.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import traceback
+from time import perf_counter_ns
+from typing import Any
+
+import numpy as np
+
+from . import _native
+from .arrays import _segment_of, from_array
+
+# Job kinds: how a task's items are applied to the job's function.
+MAP = 0  # fn(item)
+STAR = 1  # fn(*item)
+DIRECT = 2  # a task is (fn, args, kwargs)
+
+_dumps = pickle.dumps
+_loads = pickle.loads
+
+
+class Spilled:
+    """Bytes too big for the board, in an anonymous shared segment; pickles
+    as a handle."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    @classmethod
+    def of(cls, data: bytes) -> Spilled:
+        return cls(from_array(np.frombuffer(data, dtype=np.uint8)))
+
+    def __reduce__(self):
+        return (Spilled, (self.array,))
+
+    def load(self) -> Any:
+        return _loads(memoryview(self.array))
+
+
+def pack(obj: Any, limit: int, dumps=_dumps) -> bytes:
+    """Pickles `obj`, spilling it to a segment when it exceeds `limit`."""
+    data = dumps(obj, protocol=5)
+    if len(data) > limit:
+        data = _dumps(Spilled.of(data), protocol=5)
+    return data
+
+
+def unpack(data: bytes) -> Any:
+    obj = _loads(data)
+    return obj.load() if type(obj) is Spilled else obj
+
+
+class TaskError:
+    """What a failed task sends back: the results before the failure, the
+    exception and its formatted traceback."""
+
+    __slots__ = ("done", "exc", "tb")
+
+    def __init__(self, done: list, exc: BaseException, tb: str) -> None:
+        self.done, self.exc, self.tb = done, exc, tb
+
+    def __reduce__(self):
+        return (TaskError, (self.done, self.exc, self.tb))
+
+
+def _failure(done: list, exc: BaseException, limit: int) -> bytes:
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    exc.__traceback__ = None
+    try:
+        return pack(TaskError(done, exc, tb), limit)
+    except Exception as e:  # the exception (or the results before it) does not pickle
+        substitute = RuntimeError(f"{type(exc).__qualname__}: {exc} (could not be pickled: {e})")
+        try:
+            return pack(TaskError(done, substitute, tb), limit)
+        except Exception:
+            return pack(TaskError([], substitute, tb), limit)
+
+
+def _unpicklable(results: list, exc: Exception) -> TypeError:
+    for i, r in enumerate(results):
+        try:
+            _dumps(r, protocol=5)
+        except Exception as e:
+            return TypeError(f"the result for item {i} of this task cannot be pickled: {e}")
+    return TypeError(f"the results of this task cannot be pickled: {exc}")
+
+
+def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
+    _flags, data = board.job(job)
+    return unpack(data)
+
+
+def main(board_array: np.ndarray, index: int) -> None:
+    """Entry point of worker `index` of the pool whose board is `board_array`."""
+    # Ctrl-C is the parent's to handle: it stops the work and the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seg = _segment_of(board_array)
+    assert seg is not None, "the board is a shared array"
+    board = _native.Board.open(seg)
+    board.exit_with_owner(0.5)
+    worker = _native.Worker(board, index)
+    limit = board.max_output
+    jobs: dict[int, tuple[int, Any]] = {}
+    claim, complete = worker.claim, worker.complete
+    while True:
+        t = claim(1.0)
+        if t is None:
+            if board.is_shutdown:
+                return
+            continue
+        task, job, _tag, _count, payload = t
+        start = perf_counter_ns()
+        results: list = []
+        try:
+            kind_fn = jobs.get(job)
+            if kind_fn is None:
+                if len(jobs) >= 8:
+                    jobs.pop(next(iter(jobs)))
+                kind_fn = jobs[job] = _load_job(board, job)
+            kind, fn = kind_fn
+            items = unpack(payload)
+            if kind == MAP:
+                results.extend(map(fn, items))
+            elif kind == STAR:
+                for item in items:
+                    results.append(fn(*item))
+            else:
+                f, args, kwargs = items
+                results.append(f(*args, **kwargs))
+        except BaseException as exc:
+            ok, out = False, _failure(results, exc, limit)
+        else:
+            try:
+                ok, out = True, pack(results, limit)
+            except Exception as exc:
+                ok, out = False, _failure([], _unpicklable(results, exc), limit)
+        del results
+        if not complete(task, ok, out, perf_counter_ns() - start):
+            return

@@ -1,0 +1,169 @@
+"""Blocks of an n-dimensional shape, and the per-block work of
+``map_blocks``.
+
+``chunks`` follows dask: an int (the same block size on every axis), a
+tuple with one int per axis (``-1`` or ``None``: the whole axis), or a tuple
+with the block sizes of each axis spelled out, e.g. ``((2, 2, 1), (5,))``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["blocks", "normalize_chunks"]
+
+Chunks = tuple[tuple[int, ...], ...]
+
+
+def _auto(shape: tuple[int, ...], itemsize: int, target: int = 4 << 20) -> Chunks:
+    """Blocks of about `target` bytes: whole trailing axes while they fit,
+    then as much of the next axis as fits (C-order blocks stay contiguous)."""
+    room = max(1, target // max(1, itemsize))
+    sizes = [1] * len(shape)
+    inner = 1
+    for axis in reversed(range(len(shape))):
+        n = shape[axis]
+        if n * inner <= room:
+            sizes[axis] = n
+            inner *= max(n, 1)
+        else:
+            sizes[axis] = max(1, room // inner)
+            break
+    return tuple(_even(n, size) for n, size in zip(shape, sizes))
+
+
+def _even(n: int, size: int) -> tuple[int, ...]:
+    if n == 0:
+        return (0,)
+    k, r = divmod(n, size)
+    return (size,) * k + ((r,) if r else ())
+
+
+def normalize_chunks(chunks: Any, shape: Sequence[int], itemsize: int = 8) -> Chunks:
+    """Block sizes per axis for `shape`, from a dask-style `chunks` (None:
+    blocks of about 1 MiB). Raises ValueError when they do not fit."""
+    shape = tuple(int(n) for n in shape)
+    if chunks is None:
+        return _auto(shape, itemsize)
+    if isinstance(chunks, bool):
+        raise ValueError(f"chunks must be an int or a tuple, not {chunks!r}")
+    if isinstance(chunks, int | np.integer):
+        chunks = (int(chunks),) * len(shape)
+    if not isinstance(chunks, Sequence) or isinstance(chunks, str | bytes):
+        raise ValueError(f"chunks must be an int or a tuple, not {chunks!r}")
+    if len(chunks) != len(shape):
+        raise ValueError(
+            f"chunks {chunks!r} have {len(chunks)} axes, the arrays {len(shape)} (shape {shape})"
+        )
+    out = []
+    for axis, (c, n) in enumerate(zip(chunks, shape)):
+        if c is None or (isinstance(c, int | np.integer) and not isinstance(c, bool) and c == -1):
+            out.append((n,))
+        elif isinstance(c, int | np.integer) and not isinstance(c, bool):
+            if c <= 0:
+                raise ValueError(f"chunk size {c} on axis {axis} must be positive (or -1 for the whole axis)")
+            out.append(_even(n, int(c)))
+        elif isinstance(c, Sequence) and not isinstance(c, str | bytes):
+            sizes = tuple(c)
+            if not all(isinstance(s, int | np.integer) and not isinstance(s, bool) and s >= 0 for s in sizes):
+                raise ValueError(f"block sizes {sizes!r} on axis {axis} must be non-negative ints")
+            if sum(sizes) != n or (n > 0 and 0 in sizes) or not sizes:
+                raise ValueError(f"block sizes {sizes!r} on axis {axis} do not add up to its length {n}")
+            out.append(tuple(int(s) for s in sizes))
+        else:
+            raise ValueError(f"chunks on axis {axis} must be an int or a tuple of ints, not {c!r}")
+    return tuple(out)
+
+
+def _starts(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(itertools.accumulate(sizes, initial=0))
+
+
+def blocks(shape: Sequence[int] | int, chunks: Any = None) -> Iterator[tuple[slice, ...]]:
+    """Each block of `shape`, as a tuple of slices, in C order."""
+    if isinstance(shape, int | np.integer):
+        shape = (int(shape),)
+    grid = normalize_chunks(chunks, shape)
+    starts = [_starts(s) for s in grid]
+    for loc in itertools.product(*(range(len(s)) for s in grid)):
+        yield tuple(slice(starts[a][i], starts[a][i + 1]) for a, i in enumerate(loc))
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class BlockRunner:
+    """The function a worker runs per block index: slices the inputs,
+    calls `fn`, writes the result into `out`."""
+
+    def __init__(self, fn: Any, arrays: list[np.ndarray], out: np.ndarray, grid: Chunks) -> None:
+        self.fn = fn
+        self.arrays = arrays
+        self.out = out
+        self.grid = grid
+        self.ufunc = isinstance(fn, np.ufunc) and fn.nout == 1
+        self.block_id = not self.ufunc and _accepts(fn, "block_id")
+        self.block_info = not self.ufunc and _accepts(fn, "block_info")
+
+    def location(self, index: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in np.unravel_index(index, tuple(len(s) for s in self.grid)))
+
+    def slices(self, loc: tuple[int, ...]) -> tuple[slice, ...]:
+        out = []
+        for sizes, i in zip(self.grid, loc):
+            start = sum(sizes[:i])
+            out.append(slice(start, start + sizes[i]))
+        return tuple(out)
+
+    def info(self, loc: tuple[int, ...], sl: tuple[slice, ...]) -> dict:
+        where = [(s.start, s.stop) for s in sl]
+        num = tuple(len(s) for s in self.grid)
+        info: dict[Any, dict] = {
+            i: {"shape": self.out.shape, "num-chunks": num, "chunk-location": loc, "array-location": where}
+            for i in range(len(self.arrays))
+        }
+        info[None] = {
+            "shape": self.out.shape,
+            "num-chunks": num,
+            "chunk-location": loc,
+            "array-location": where,
+            "chunk-shape": tuple(s.stop - s.start for s in sl),
+            "dtype": self.out.dtype,
+        }
+        return info
+
+    def __call__(self, index: int) -> None:
+        loc = self.location(index)
+        sl = self.slices(loc)
+        parts = [a[sl] for a in self.arrays]
+        target = self.out[sl]
+        if self.ufunc:
+            self.fn(*parts, out=target)
+            return None
+        kwargs: dict[str, Any] = {}
+        if self.block_id:
+            kwargs["block_id"] = loc
+        if self.block_info:
+            kwargs["block_info"] = self.info(loc, sl)
+        result = self.fn(*parts, **kwargs)
+        result = np.asarray(result)
+        if result.shape != target.shape:
+            try:
+                result = np.broadcast_to(result, target.shape)
+            except ValueError:
+                raise ValueError(
+                    f"block {loc} (slices {sl}): fn returned shape {result.shape}, "
+                    f"the block has shape {target.shape}"
+                ) from None
+        np.copyto(target, result, casting="same_kind")
+        return None

@@ -1,0 +1,692 @@
+"""``ndshm.Pool``: a process pool that dispatches through shared memory.
+
+Tasks go to the workers through a board in an anonymous segment (see
+``docs/ENGINE.md``): the parent publishes pickled chunks of items, workers
+claim them with atomics and hand results back through their own rings,
+idle workers sleep on a futex. A job's function is pickled once per call
+(cloudpickle, so lambdas and closures work). Shared arrays among the items
+travel as handles, so big data is never copied.
+"""
+
+from __future__ import annotations
+
+import builtins
+import itertools
+import math
+import multiprocessing as mp
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any
+
+import cloudpickle
+import numpy as np
+
+from . import _native, _worker
+from .arrays import SharedArray, _segment_of, empty, from_array
+from .blocks import BlockRunner, normalize_chunks
+from .progress import Progress
+
+__all__ = ["Pool", "RemoteTraceback", "WorkerDied", "map", "map_blocks"]
+
+# Task states, as the board reports them.
+_DONE, _FAILED, _SKIPPED, _DIED = 3, 4, 5, 6
+_FUTURES = 1  # the job id of submit()'s tasks
+# How often the parent checks that its workers are alive.
+_CHECK = 0.1
+# Most chunks in flight per call: bounds imap's memory.
+_WINDOW = 256
+
+
+class WorkerDied(RuntimeError):
+    """A worker process died while running a task (killed, crashed, or
+    exited). The pool replaced it and stays usable."""
+
+    def __init__(self, message: str, *, task: str = "", pid: int | None = None, exitcode: int | None = None):
+        super().__init__(message)
+        self.task, self.pid, self.exitcode = task, pid, exitcode
+
+    def __reduce__(self):
+        return (_worker_died, (str(self), self.task, self.pid, self.exitcode))
+
+
+def _worker_died(message: str, task: str, pid: int | None, exitcode: int | None) -> WorkerDied:
+    return WorkerDied(message, task=task, pid=pid, exitcode=exitcode)
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker; attached as the
+    ``__cause__`` of the exception re-raised in the caller."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def _default_workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _default_start_method() -> str:
+    # forkserver: safe in a process with threads (fork is not), and each
+    # worker starts in milliseconds once the server runs. Zero-copy does not
+    # depend on it: arrays and the board travel as handles.
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def _preload_forkserver() -> None:
+    """Lets the fork server import ndshm (and numpy) once, not per worker."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is None and server._preload_modules == ["__main__"]:
+        server.set_forkserver_preload(["__main__", "ndshm._worker"])
+
+
+def _describe(fn: Any) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else repr(fn)
+
+
+def _pack_fn(kind: int, fn: Any, limit: int) -> bytes:
+    try:
+        return _worker.pack((kind, fn), limit, dumps=cloudpickle.dumps)
+    except Exception as e:
+        raise TypeError(f"cannot send the function {_describe(fn)} to the workers: {e}") from e
+
+
+def _pack_items(items: list, tag: int, limit: int) -> bytes:
+    try:
+        return _worker.pack(items, limit)
+    except Exception as e:
+        for i, item in enumerate(items):
+            try:
+                _worker.pack(item, limit)
+            except Exception:
+                raise TypeError(f"item {tag + i} cannot be sent to the workers: {e}") from e
+        raise TypeError(f"items {tag}..{tag + len(items) - 1} cannot be sent to the workers: {e}") from e
+
+
+class _Job:
+    """One call's tasks in flight and what came back (routed to it by
+    whichever thread collects)."""
+
+    def __init__(self, id: int, what: str) -> None:
+        self.id = id
+        self.what = what
+        self.outstanding = 0
+        self.cancelled = False
+        self.done: dict[int, tuple] = {}
+        self.arrived: deque[int] = deque()
+
+    def deliver(self, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
+        self.outstanding -= 1
+        if not self.cancelled:
+            self.done[tag] = (state, count, payload, elapsed)
+            self.arrived.append(tag)
+
+
+class _FutureJob(_Job):
+    """submit()'s tasks: each completes its Future."""
+
+    def __init__(self) -> None:
+        super().__init__(_FUTURES, "submit")
+        self.futures: dict[int, Future] = {}
+
+    def deliver(self, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
+        self.outstanding -= 1
+        fut = self.futures.pop(tag, None)
+        if fut is None or not fut.set_running_or_notify_cancel():
+            return
+        try:
+            if state == _DONE:
+                fut.set_result(_worker.unpack(payload)[0])
+            elif state == _DIED:
+                fut.set_exception(payload)
+            elif state == _FAILED:
+                err = _worker.unpack(payload)
+                err.exc.__cause__ = RemoteTraceback(err.tb)
+                fut.set_exception(err.exc)
+            else:
+                fut.set_exception(RuntimeError("the task was cancelled"))
+        except BaseException as e:  # a result that cannot be unpickled here
+            fut.set_exception(e)
+
+
+class _Chunker:
+    """Cuts the items into chunks. Known length: guided self-scheduling
+    (a quarter of what is left per worker, so chunks shrink towards the end
+    and uneven tasks balance). Unknown length: sized from the measured time
+    per item, aiming at a few milliseconds per chunk."""
+
+    TARGET = 0.002  # seconds per chunk when the length is unknown
+
+    def __init__(self, items: Iterable, chunksize: int | None, workers: int) -> None:
+        try:
+            self.remaining: int | None = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            self.remaining = None
+        self.it = iter(items)
+        self.fixed = chunksize
+        self.workers = workers
+        self.tag = 0
+        self.per_item: float | None = None
+        self.grow = 1
+        self.exhausted = False
+
+    def observe(self, count: int, elapsed_ns: int) -> None:
+        if count:
+            t = elapsed_ns / 1e9 / count
+            self.per_item = t if self.per_item is None else 0.7 * self.per_item + 0.3 * t
+
+    def size(self) -> int:
+        if self.fixed:
+            return self.fixed
+        if self.remaining is not None:
+            return max(1, -(-self.remaining // (4 * self.workers)))
+        if self.per_item is None:
+            self.grow = min(self.grow * 2, 1024)
+            return self.grow
+        return int(min(65536, max(1, self.TARGET / max(self.per_item, 1e-9))))
+
+    def take(self) -> tuple[int, list] | None:
+        if self.exhausted:
+            return None
+        chunk = list(itertools.islice(self.it, self.size()))
+        if not chunk:
+            self.exhausted = True
+            return None
+        tag = self.tag
+        self.tag += len(chunk)
+        if self.remaining is not None:
+            self.remaining -= len(chunk)
+            if self.remaining <= 0:
+                self.exhausted = True
+        return tag, chunk
+
+
+def _stop(board: _native.Board, procs: list, grace: float) -> None:
+    """Tells the workers to leave; terminates those that do not in time."""
+    board.shutdown()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        if p is not None and p.pid is not None:
+            p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p is not None and p.pid is not None and p.exitcode is None:
+            p.terminate()
+            p.join(1.0)
+            if p.exitcode is None:
+                p.kill()
+                p.join()
+
+
+class Pool(Executor):
+    """A pool of worker processes fed through shared memory.
+
+    ``workers`` defaults to the CPUs this process may run on; ``start_method``
+    to ``"forkserver"`` (see docs/ENGINE.md for why). Use it as a context
+    manager, or call :meth:`shutdown`.
+    """
+
+    def __init__(self, workers: int | None = None, start_method: str | None = None) -> None:
+        if workers is None:
+            workers = _default_workers()
+        if isinstance(workers, bool) or not isinstance(workers, int | np.integer):
+            raise TypeError(f"workers must be an int, not {type(workers).__name__}")
+        workers = int(workers)
+        if not 1 <= workers <= 255:
+            raise ValueError(f"workers must be from 1 to 255, not {workers}")
+        if start_method is not None and start_method not in mp.get_all_start_methods():
+            raise ValueError(
+                f"start_method must be one of {mp.get_all_start_methods()} or None, not {start_method!r}"
+            )
+        method = start_method or _default_start_method()
+        if method == "forkserver":
+            _preload_forkserver()
+        self._ctx = mp.get_context(method)
+        self.start_method = method
+        self.workers = workers
+        self._board_array = empty(_native.Board.size(workers), np.uint8)
+        seg = _segment_of(self._board_array)
+        assert seg is not None
+        self._board = _native.Board.init(seg, workers)
+        self._parent = _native.Parent(self._board)
+        self._max_input = self._board.max_input
+        self._lock = threading.RLock()
+        self._jobs: dict[int, _Job] = {}
+        self._job_ids = itertools.count(_FUTURES + 1)
+        self._futures = _FutureJob()
+        self._parent.open_job(_FUTURES, 0, _pack_fn(_worker.DIRECT, None, self._board.max_job))
+        self._jobs[_FUTURES] = self._futures
+        self._future_tags = itertools.count()
+        self._collector: threading.Thread | None = None
+        self._closed = False
+        self._next_check = 0.0
+        self._procs: list = [None] * workers
+        self._finalizer = weakref.finalize(self, _stop, self._board, self._procs, 1.0)
+        for i in range(workers):
+            self._start(i)
+
+    # -- workers ---------------------------------------------------------
+
+    def _start(self, i: int) -> None:
+        p = self._ctx.Process(
+            target=_worker.main, args=(self._board_array, i), daemon=True, name=f"ndshm-worker-{i}"
+        )
+        p.start()
+        self._procs[i] = p
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers."""
+        return [p.pid for p in self._procs if p is not None]
+
+    def _check_workers(self) -> None:
+        """Buries dead workers (failing the task each held) and replaces
+        them. Called with the lock held."""
+        for i, p in enumerate(self._procs):
+            if p is None or p.exitcode is None:
+                continue
+            code = p.exitcode
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            for c in self._parent.bury_worker(i):
+                _task, job_id, tag, count, state, _w, payload, elapsed = c
+                job = self._jobs.get(job_id)
+                if job is None:
+                    continue
+                if state == _DIED:
+                    what = f"task {tag}" if job_id == _FUTURES else f"items {tag}..{tag + count - 1}"
+                    what = f"{what} of {job.what}"
+                    payload = WorkerDied(
+                        f"worker {i} (pid {p.pid}) {how} while running {what}",
+                        task=what,
+                        pid=p.pid,
+                        exitcode=code,
+                    )
+                self._deliver(job, tag, count, state, payload, elapsed)
+            p.close()
+            self._procs[i] = None
+            if not self._closed:
+                self._start(i)
+
+    # -- collecting ------------------------------------------------------
+
+    def _deliver(self, job: _Job, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
+        job.deliver(tag, count, state, payload, elapsed)
+        if job.cancelled and job.outstanding == 0 and job.id != _FUTURES:
+            self._jobs.pop(job.id, None)
+            self._parent.close_job(job.id)
+
+    def _collect(self, me: _Job | None) -> bool:
+        with self._lock:
+            got = self._parent.poll()
+            others = False
+            jobs = self._jobs
+            for _task, job_id, tag, count, state, _w, payload, elapsed in got:
+                job = jobs.get(job_id)
+                if job is not None:
+                    self._deliver(job, tag, count, state, payload, elapsed)
+                    others = others or job is not me
+            now = time.monotonic()
+            if now >= self._next_check:
+                self._next_check = now + _CHECK
+                self._check_workers()
+        if others:
+            self._board.notify_done()
+        return bool(got)
+
+    def _pump(self, timeout: float, me: _Job | None = None) -> bool:
+        """Collects finished tasks, waiting up to `timeout` s for one."""
+        seen = self._board.done_seq()
+        if self._collect(me):
+            return True
+        if timeout > 0:
+            self._board.wait_done(seen, min(timeout, _CHECK))
+            return self._collect(me)
+        return False
+
+    def _collector_loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._futures.futures and self._futures.outstanding <= 0:
+                    self._collector = None
+                    return
+            self._pump(_CHECK)
+
+    # -- jobs --------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this ndshm.Pool has been shut down")
+
+    def _open_job(self, kind: int, fn: Any) -> _Job:
+        data = _pack_fn(kind, fn, self._board.max_job)
+        job = _Job(next(self._job_ids), _describe(fn))
+        while True:
+            with self._lock:
+                self._check_open()
+                if self._parent.open_job(job.id, 0, data):
+                    self._jobs[job.id] = job
+                    return job
+            self._pump(_CHECK)
+
+    def _close_job(self, job: _Job) -> None:
+        with self._lock:
+            if job.outstanding > 0:
+                job.cancelled = True
+                job.done.clear()
+                job.arrived.clear()
+                self._parent.cancel_job(job.id)
+            else:
+                self._jobs.pop(job.id, None)
+                self._parent.close_job(job.id)
+
+    def _chunks(
+        self,
+        kind: int,
+        fn: Any,
+        items: Iterable,
+        chunksize: int | None,
+        ordered: bool,
+        progress: bool,
+        timeout: float | None = None,
+    ) -> Iterator[list]:
+        """Runs `fn` over `items` in chunks; yields each chunk's results."""
+        if chunksize is not None:
+            if isinstance(chunksize, bool) or not isinstance(chunksize, int | np.integer) or chunksize < 1:
+                raise ValueError(f"chunksize must be a positive int or None, not {chunksize!r}")
+            chunksize = int(chunksize)
+        self._check_open()
+        chunker = _Chunker(items, chunksize, self.workers)
+        job = self._open_job(kind, fn)
+        bar = Progress(progress, chunker.remaining, self._board, job.id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pending: deque[int] = deque()
+        held: tuple[int, int, bytes] | None = None
+        finished = False
+        try:
+            while True:
+                # Publish what the window allows.
+                while len(pending) < _WINDOW:
+                    if held is None:
+                        nxt = chunker.take()
+                        if nxt is None:
+                            break
+                        tag, chunk = nxt
+                        held = (tag, len(chunk), _pack_items(chunk, tag, self._max_input))
+                    with self._lock:
+                        self._check_open()
+                        n = self._parent.publish(job.id, *held)
+                        if n is None:
+                            break
+                        job.outstanding += 1
+                        self._parent.wake_workers(1)
+                    pending.append(held[0])
+                    held = None
+                # Hand out what came back.
+                if ordered:
+                    while pending and pending[0] in job.done:
+                        results, err = self._results(job, pending.popleft(), chunker)
+                        if results:
+                            yield results
+                        if err is not None:
+                            raise err
+                else:
+                    while job.arrived:
+                        tag = job.arrived.popleft()
+                        pending.remove(tag)
+                        results, err = self._results(job, tag, chunker)
+                        if results:
+                            yield results
+                        if err is not None:
+                            raise err
+                if not pending and held is None and chunker.exhausted:
+                    finished = True
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{job.what}: results not ready within {timeout} s")
+                self._pump(_CHECK, me=job)
+                bar.update()
+        finally:
+            bar.close(finished)
+            self._close_job(job)
+
+    def _results(self, job: _Job, tag: int, chunker: _Chunker) -> tuple[list, BaseException | None]:
+        """A chunk's results, and the error that ended it early, if any."""
+        state, count, payload, elapsed = job.done.pop(tag)
+        chunker.observe(count, elapsed)
+        if state == _DONE:
+            return _worker.unpack(payload), None
+        if state == _DIED:
+            return [], payload
+        if state == _FAILED:
+            err = _worker.unpack(payload)
+            err.exc.__cause__ = RemoteTraceback(err.tb)
+            return err.done, err.exc
+        return [], RuntimeError(f"{job.what}: items {tag}..{tag + count - 1} were skipped")
+
+    # -- the Executor API ----------------------------------------------------
+
+    def imap(
+        self, fn: Callable, iterable: Iterable, *, chunksize: int | None = None, progress: bool = False
+    ) -> Iterator:
+        """Like :meth:`map`, lazily: results come in order as they are ready;
+        at most a bounded number of items is in flight (an endless iterable
+        works)."""
+        for results in self._chunks(_worker.MAP, fn, iterable, chunksize, True, progress):
+            yield from results
+
+    def imap_unordered(
+        self, fn: Callable, iterable: Iterable, *, chunksize: int | None = None, progress: bool = False
+    ) -> Iterator:
+        """Like :meth:`imap`, in the order results are ready."""
+        for results in self._chunks(_worker.MAP, fn, iterable, chunksize, False, progress):
+            yield from results
+
+    def map(  # type: ignore[override]
+        self,
+        fn: Callable,
+        *iterables: Iterable,
+        timeout: float | None = None,
+        chunksize: int | None = None,
+        progress: bool = False,
+    ) -> list:
+        """``[fn(x) for x in iterable]``, computed by the workers. With several
+        iterables, ``fn`` takes one item of each (like the builtin ``map``)."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable")
+        if len(iterables) == 1:
+            kind, items = _worker.MAP, iterables[0]
+        else:
+            kind, items = _worker.STAR, builtins.list(zip(*iterables))
+        out: list = []
+        for results in self._chunks(kind, fn, items, chunksize, True, progress, timeout):
+            out.extend(results)
+        return out
+
+    def starmap(
+        self, fn: Callable, iterable: Iterable, *, chunksize: int | None = None, progress: bool = False
+    ) -> list:
+        """``[fn(*args) for args in iterable]``, computed by the workers."""
+        out: list = []
+        for results in self._chunks(_worker.STAR, fn, iterable, chunksize, True, progress):
+            out.extend(results)
+        return out
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        """Runs ``fn(*args, **kwargs)`` in a worker; returns its Future."""
+        self._check_open()
+        try:
+            data = _worker.pack((fn, args, kwargs), self._max_input, dumps=cloudpickle.dumps)
+        except Exception as e:
+            raise TypeError(f"cannot send {_describe(fn)} and its arguments to the workers: {e}") from e
+        fut: Future = Future()
+        while True:
+            with self._lock:
+                self._check_open()
+                tag = next(self._future_tags)
+                if self._parent.publish(_FUTURES, tag, 1, data) is not None:
+                    self._futures.futures[tag] = fut
+                    self._futures.outstanding += 1
+                    self._parent.wake_workers(1)
+                    if self._collector is None:
+                        self._collector = threading.Thread(
+                            target=self._collector_loop, name="ndshm-pool-results", daemon=True
+                        )
+                        self._collector.start()
+                    return fut
+            self._pump(_CHECK)
+
+    def map_blocks(
+        self,
+        fn: Callable,
+        *arrays: Any,
+        chunks: Any = None,
+        out: np.ndarray | None = None,
+        dtype: Any = None,
+        chunksize: int | None = None,
+        progress: bool = False,
+    ) -> SharedArray:
+        """Applies ``fn`` block by block to arrays broadcast to one shape, and
+        writes each result block into the shared array ``out`` (allocated when
+        not given; its dtype is ``dtype`` or that of the inputs). ``fn`` may
+        take ``block_id`` / ``block_info`` keywords, as in dask; a numpy ufunc
+        writes straight into ``out``."""
+        self._check_open()
+        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
+        return self._run_blocks(runner, out, chunksize, progress)
+
+    def _run_blocks(self, runner: BlockRunner, out: np.ndarray, chunksize: int | None, progress: bool) -> Any:
+        nblocks = math.prod(len(s) for s in runner.grid)
+        if chunksize is None:
+            chunksize = 1
+        for _ in self._chunks(_worker.MAP, runner, range(nblocks), chunksize, False, progress):
+            pass
+        return out  # type: ignore[return-value]
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stops the workers. With ``wait``, first lets submitted tasks finish
+        (or cancels those not started, with ``cancel_futures``)."""
+        with self._lock:
+            if self._closed:
+                return
+            if cancel_futures:
+                for fut in builtins.list(self._futures.futures.values()):
+                    fut.cancel()
+        if wait:
+            while True:
+                with self._lock:
+                    if not self._futures.futures:
+                        break
+                self._pump(_CHECK)
+        with self._lock:
+            self._closed = True
+        self._finalizer.detach()
+        _stop(self._board, self._procs, 5.0 if wait else 0.5)
+        for fut in builtins.list(self._futures.futures.values()):
+            fut.cancel()
+
+    def terminate(self) -> None:
+        """Stops the workers at once, whatever they are running."""
+        with self._lock:
+            self._closed = True
+        self._finalizer.detach()
+        _stop(self._board, self._procs, 0.0)
+
+    def __exit__(self, exc_type, exc, tb) -> bool:  # type: ignore[override]
+        if exc_type is not None and not issubclass(exc_type, Exception):
+            self.terminate()  # Ctrl-C, SystemExit: do not wait for running tasks
+        else:
+            self.shutdown(wait=True)
+        return False
+
+    def __repr__(self) -> str:
+        state = "shut down" if self._closed else "running"
+        return f"<ndshm.Pool workers={self.workers} start_method={self.start_method!r} {state}>"
+
+
+def _share(a: Any) -> np.ndarray:
+    """`a` as a shared array (or view of one): shared arrays as they are,
+    others copied once; broadcast axes are not materialized."""
+    if isinstance(a, np.ndarray) and _segment_of(a) is not None:
+        return a
+    a = np.asarray(a)
+    if a.dtype.hasobject:
+        raise TypeError("map_blocks inputs cannot hold Python objects (dtype object)")
+    core = a[tuple(slice(0, 1) if s == 0 and n > 1 else slice(None) for s, n in zip(a.strides, a.shape))]
+    shared = from_array(np.ascontiguousarray(core) if core.ndim else core)
+    return np.broadcast_to(shared, a.shape, subok=True)
+
+
+def _plan_blocks(fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any) -> tuple[BlockRunner, np.ndarray]:
+    """Checks map_blocks' arguments (before any work starts)."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    if not arrays:
+        raise ValueError("map_blocks needs at least one array")
+    inputs = [np.asarray(a) if not isinstance(a, np.ndarray) else a for a in arrays]
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in inputs))
+    except ValueError:
+        shapes = ", ".join(str(a.shape) for a in inputs)
+        raise ValueError(f"the arrays do not broadcast to one shape: {shapes}") from None
+    want = np.dtype(dtype) if dtype is not None else np.result_type(*inputs)
+    if out is None:
+        out = empty(shape, want)
+    else:
+        if not isinstance(out, np.ndarray) or _segment_of(out) is None:
+            raise ValueError(
+                "out must be a shared array (ndshm.empty, ndshm.zeros, ...) so workers can write it"
+            )
+        if out.shape != shape:
+            raise ValueError(f"out has shape {out.shape}, the broadcast inputs {shape}")
+        if dtype is not None and out.dtype != want:
+            raise ValueError(f"out has dtype {out.dtype}, not the requested {want}")
+        if not np.can_cast(want, out.dtype, "same_kind"):
+            raise ValueError(f"out has dtype {out.dtype}, which the inputs' {want} cannot be cast to")
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+    grid = normalize_chunks(chunks, shape, out.dtype.itemsize)
+    views = [np.broadcast_to(_share(a), shape, subok=True) for a in inputs]
+    return BlockRunner(fn, views, out, grid), out
+
+
+def map(
+    fn: Callable,
+    iterable: Iterable,
+    *,
+    workers: int | None = None,
+    chunksize: int | None = None,
+    progress: bool = False,
+    start_method: str | None = None,
+) -> list:
+    """``[fn(x) for x in iterable]`` on a pool started for the call."""
+    with Pool(workers, start_method) as pool:
+        return pool.map(fn, iterable, chunksize=chunksize, progress=progress)
+
+
+def map_blocks(
+    fn: Callable,
+    *arrays: Any,
+    chunks: Any = None,
+    out: np.ndarray | None = None,
+    dtype: Any = None,
+    workers: int | None = None,
+    progress: bool = False,
+    start_method: str | None = None,
+) -> SharedArray:
+    """:meth:`Pool.map_blocks` on a pool started for the call."""
+    runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
+    with Pool(workers, start_method) as pool:
+        return pool._run_blocks(runner, out, None, progress)
