@@ -413,31 +413,17 @@ class Pool(Executor):
         bar = Progress(progress, chunker.remaining, self._board, job.id)
         deadline = None if timeout is None else time.monotonic() + timeout
         pending: deque[int] = deque()
-        held: tuple[int, int, bytes] | None = None
+        held: list[tuple[int, int, bytes]] = []
         finished = False
         try:
             while True:
-                # Publish what the window allows.
-                while len(pending) < _WINDOW:
-                    if held is None:
-                        nxt = chunker.take()
-                        if nxt is None:
-                            break
-                        tag, chunk = nxt
-                        held = (tag, len(chunk), _pack_items(chunk, tag, self._max_input))
-                    with self._lock:
-                        self._check_open()
-                        n = self._parent.publish(job.id, *held)
-                        if n is None:
-                            break
-                        job.outstanding += 1
-                        self._parent.wake_workers(1)
-                    pending.append(held[0])
-                    held = None
+                self._fill(job, chunker, pending, held)
                 # Hand out what came back.
+                handed = 0
                 if ordered:
                     while pending and pending[0] in job.done:
                         results, err = self._results(job, pending.popleft(), chunker)
+                        handed += 1
                         if results:
                             yield results
                         if err is not None:
@@ -447,13 +433,16 @@ class Pool(Executor):
                         tag = job.arrived.popleft()
                         pending.remove(tag)
                         results, err = self._results(job, tag, chunker)
+                        handed += 1
                         if results:
                             yield results
                         if err is not None:
                             raise err
-                if not pending and held is None and chunker.exhausted:
+                if not pending and not held and chunker.exhausted:
                     finished = True
                     return
+                if handed:
+                    continue  # refill the window before waiting
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"{job.what}: results not ready within {timeout} s")
                 self._pump(_CHECK, me=job)
@@ -461,6 +450,29 @@ class Pool(Executor):
         finally:
             bar.close(finished)
             self._close_job(job)
+
+    def _fill(self, job: _Job, chunker: _Chunker, pending: deque[int], held: list) -> None:
+        """Publishes chunks while the window has room and the board takes them."""
+        while len(pending) < _WINDOW:
+            room = min(_WINDOW - len(pending), 64)
+            while len(held) < room:
+                nxt = chunker.take()
+                if nxt is None:
+                    break
+                tag, chunk = nxt
+                held.append((tag, len(chunk), _pack_items(chunk, tag, self._max_input)))
+            if not held:
+                return
+            with self._lock:
+                self._check_open()
+                n = self._parent.publish_many(job.id, held)
+                if n:
+                    job.outstanding += n
+                    self._parent.wake_workers(n)
+            pending.extend(t[0] for t in held[:n])
+            del held[:n]
+            if held:
+                return  # the board is full
 
     def _results(self, job: _Job, tag: int, chunker: _Chunker) -> tuple[list, BaseException | None]:
         """A chunk's results, and the error that ended it early, if any."""

@@ -102,6 +102,12 @@ impl PyBoard {
         self.board.completed()
     }
 
+    /// (published, claimed hint, items completed, workers asleep, workers
+    /// waiting for ring space): for diagnostics and tests.
+    fn counters(&self) -> (u64, u64, u64, u32, u32) {
+        self.board.counters()
+    }
+
     /// Items of job `id` completed so far.
     fn job_completed(&self, id: u64) -> u64 {
         self.board.job_completed(id)
@@ -267,6 +273,9 @@ impl PyWorker {
     fn complete(&self, py: Python<'_>, task: u64, ok: bool, payload: &[u8], elapsed_ns: u64) -> PyResult<bool> {
         let st = if ok { ndshm::dispatch::state::DONE } else { ndshm::dispatch::state::FAILED };
         let worker = &self.worker;
+        if worker.try_complete(task, st, payload, elapsed_ns).map_err(dispatch_err)? {
+            return Ok(true);
+        }
         py.detach(|| worker.complete(task, st, payload, elapsed_ns)).map_err(dispatch_err)
     }
 }

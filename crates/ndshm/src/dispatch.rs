@@ -454,6 +454,19 @@ impl Board {
         }
     }
 
+    /// Counters for diagnostics: (published, claimed hint, items completed,
+    /// workers asleep waiting for work, workers waiting for ring space).
+    pub fn counters(&self) -> (u64, u64, u64, u32, u32) {
+        let waiting = (0..self.geo.workers).filter(|&w| self.u32(self.worker(w, W_SPACE_WAIT)).load(Relaxed) != 0);
+        (
+            self.u64(H_PUBLISHED).load(Acquire),
+            self.u64(H_CLAIMED).load(Acquire),
+            self.completed(),
+            self.u32(H_WORK_SLEEPERS).load(Relaxed),
+            waiting.count() as u32,
+        )
+    }
+
     /// Records that worker `w` is the process `pid` started at `start`.
     pub fn register_worker(&self, w: u32) {
         let (pid, start) = process::current();
@@ -823,7 +836,7 @@ impl Worker {
             let job = b.u64(b.slot(c, T_JOB)).load(Relaxed);
             let count = b.u32(b.slot(c, T_COUNT)).load(Relaxed);
             if b.job_cancelled(job) {
-                self.finish(c, state::SKIPPED, None, count, 0);
+                self.finish(c, state::SKIPPED, None, 0);
                 continue;
             }
             let pos = b.u64(b.slot(c, T_IN_POS)).load(Relaxed);
@@ -873,6 +886,39 @@ impl Worker {
     /// payload, waiting for room in this worker's ring. Returns false if
     /// the pool shut down first.
     pub fn complete(&self, task: u64, st: u8, payload: &[u8], elapsed_ns: u64) -> Result<bool> {
+        self.check_held(task, st, payload)?;
+        let b = &*self.board;
+        let space = b.u32(b.worker(self.w, W_SPACE_SEQ));
+        let wait_flag = b.u32(b.worker(self.w, W_SPACE_WAIT));
+        loop {
+            let seen = space.load(SeqCst);
+            if let Some(pos) = self.write_output(payload) {
+                self.finish(task, st, Some((pos, payload.len())), elapsed_ns);
+                return Ok(true);
+            }
+            if b.is_shutdown() {
+                return Ok(false);
+            }
+            // Announce the wait, then look again: the parent either sees
+            // the flag or freed space before we looked.
+            wait_flag.store(1, SeqCst);
+            if !self.output_fits(payload.len()) {
+                sleep(space, seen, Duration::from_millis(100));
+            }
+            wait_flag.store(0, SeqCst);
+        }
+    }
+
+    /// Like [`complete`](Worker::complete) without waiting: false when the
+    /// ring has no room now (nothing is written then).
+    pub fn try_complete(&self, task: u64, st: u8, payload: &[u8], elapsed_ns: u64) -> Result<bool> {
+        self.check_held(task, st, payload)?;
+        let Some(pos) = self.write_output(payload) else { return Ok(false) };
+        self.finish(task, st, Some((pos, payload.len())), elapsed_ns);
+        Ok(true)
+    }
+
+    fn check_held(&self, task: u64, st: u8, payload: &[u8]) -> Result<()> {
         let b = &*self.board;
         let max = b.geo.max_output();
         if payload.len() > max {
@@ -882,37 +928,36 @@ impl Worker {
         if word != pack(task, self.w, state::CLAIMED) || !matches!(st, state::DONE | state::FAILED) {
             return Err(DispatchError::BadBoard(format!("task {task} is not held by worker {}", self.w)));
         }
-        let ring = Ring { board: b, base: b.geo.output_at(self.w), len: b.geo.output_len };
-        let head_at = b.worker(self.w, W_OUT_HEAD);
-        let tail_at = b.worker(self.w, W_OUT_TAIL);
-        let space = b.worker(self.w, W_SPACE_SEQ);
-        let wait_flag = b.u32(b.worker(self.w, W_SPACE_WAIT));
-        let pos = loop {
-            let seen = b.u32(space).load(SeqCst);
-            let head = b.u64(head_at).load(Relaxed);
-            if let Some((head, pos)) = ring.alloc(head, b.u64(tail_at).load(Acquire), payload.len()) {
-                b.write(ring.at(pos), payload);
-                b.u64(head_at).store(head, Release);
-                break pos;
-            }
-            if b.is_shutdown() {
-                return Ok(false);
-            }
-            // Announce the wait, then look again: the parent either sees
-            // the flag or freed space before we looked.
-            wait_flag.store(1, SeqCst);
-            if !ring.fits(head, b.u64(tail_at).load(SeqCst), payload.len()) {
-                sleep(b.u32(space), seen, Duration::from_millis(100));
-            }
-            wait_flag.store(0, SeqCst);
-        };
-        let count = b.u32(b.slot(task, T_COUNT)).load(Relaxed);
-        self.finish(task, st, Some((pos, payload.len())), count, elapsed_ns);
-        Ok(true)
+        Ok(())
     }
 
-    fn finish(&self, task: u64, st: u8, out: Option<(u64, usize)>, count: u32, elapsed_ns: u64) {
+    fn output(&self) -> Ring<'_> {
         let b = &*self.board;
+        Ring { board: b, base: b.geo.output_at(self.w), len: b.geo.output_len }
+    }
+
+    fn output_fits(&self, len: usize) -> bool {
+        let b = &*self.board;
+        let head = b.u64(b.worker(self.w, W_OUT_HEAD)).load(Relaxed);
+        self.output().fits(head, b.u64(b.worker(self.w, W_OUT_TAIL)).load(SeqCst), len)
+    }
+
+    /// Copies `payload` into this worker's ring; its position, or None if
+    /// there is no room.
+    fn write_output(&self, payload: &[u8]) -> Option<u64> {
+        let b = &*self.board;
+        let head_at = b.worker(self.w, W_OUT_HEAD);
+        let ring = self.output();
+        let tail = b.u64(b.worker(self.w, W_OUT_TAIL)).load(Acquire);
+        let (head, pos) = ring.alloc(b.u64(head_at).load(Relaxed), tail, payload.len())?;
+        b.write(ring.at(pos), payload);
+        b.u64(head_at).store(head, Release);
+        Some(pos)
+    }
+
+    fn finish(&self, task: u64, st: u8, out: Option<(u64, usize)>, elapsed_ns: u64) {
+        let b = &*self.board;
+        let count = b.u32(b.slot(task, T_COUNT)).load(Relaxed);
         let (pos, len) = out.unwrap_or((0, 0));
         b.u64(b.slot(task, T_OUT_POS)).store(pos, Relaxed);
         b.u32(b.slot(task, T_OUT_LEN)).store(len as u32, Relaxed);
