@@ -86,13 +86,15 @@ def _failure(done: list, exc: BaseException, limit: int) -> bytes:
             return pack(TaskError([], substitute, tb), limit)
 
 
-def _unpicklable(results: list, exc: Exception) -> TypeError:
+def _unpicklable(results: list, exc: Exception, first: int) -> TypeError:
+    """Names the item (numbered from the start of the call) whose result
+    does not pickle."""
     for i, r in enumerate(results):
         try:
             _dumps(r, protocol=5)
         except Exception as e:
-            return TypeError(f"the result for item {i} of this task cannot be pickled: {e}")
-    return TypeError(f"the results of this task cannot be pickled: {exc}")
+            return TypeError(f"the result for item {first + i} cannot be pickled: {e}")
+    return TypeError(f"the results for items {first}..{first + len(results) - 1} cannot be pickled: {exc}")
 
 
 def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
@@ -118,7 +120,7 @@ def main(board_array: np.ndarray, index: int) -> None:
             if board.is_shutdown:
                 return
             continue
-        task, job, _tag, _count, payload = t
+        task, job, tag, _count, payload = t
         start = perf_counter_ns()
         results: list = []
         try:
@@ -143,7 +145,7 @@ def main(board_array: np.ndarray, index: int) -> None:
             try:
                 ok, out = True, pack(results, limit)
             except Exception as exc:
-                ok, out = False, _failure([], _unpicklable(results, exc), limit)
+                ok, out = False, _failure([], _unpicklable(results, exc, tag), limit)
         del results
         if not complete(task, ok, out, perf_counter_ns() - start):
             return

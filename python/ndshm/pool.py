@@ -34,7 +34,7 @@ from .progress import Progress
 __all__ = ["Pool", "RemoteTraceback", "WorkerDied", "map", "map_blocks"]
 
 # Task states, as the board reports them.
-_DONE, _FAILED, _SKIPPED, _DIED = 3, 4, 5, 6
+_CLAIMED, _DONE, _FAILED, _SKIPPED, _DIED = 2, 3, 4, 5, 6
 _FUTURES = 1  # the job id of submit()'s tasks
 # How often the parent checks that its workers are alive.
 _CHECK = 0.1
@@ -94,6 +94,8 @@ def _preload_forkserver() -> None:
 
 
 def _describe(fn: Any) -> str:
+    if isinstance(fn, BlockRunner):
+        return f"map_blocks({_describe(fn.fn)})"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else repr(fn)
 
@@ -124,10 +126,18 @@ class _Job:
     def __init__(self, id: int, what: str) -> None:
         self.id = id
         self.what = what
+        self.blocks: BlockRunner | None = None
         self.outstanding = 0
         self.cancelled = False
         self.done: dict[int, tuple] = {}
         self.arrived: deque[int] = deque()
+
+    def items(self, tag: int, count: int) -> str:
+        """What the task with this tag held, for error messages."""
+        if self.blocks is not None:
+            locs = [self.blocks.location(i) for i in range(tag, tag + count)]
+            return f"block {locs[0]}" if count == 1 else f"blocks {locs[0]}..{locs[-1]}"
+        return f"item {tag}" if count == 1 else f"items {tag}..{tag + count - 1}"
 
     def deliver(self, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
         self.outstanding -= 1
@@ -136,18 +146,62 @@ class _Job:
             self.arrived.append(tag)
 
 
+class _PoolFuture(Future):
+    """A Future whose task can be withdrawn from the board until a worker
+    claims it; from then on it is running and cannot be cancelled."""
+
+    def __init__(self, pool: Pool, name: str) -> None:
+        super().__init__()
+        self._pool = pool
+        self._name = name
+        self._task: int | None = None
+
+    def _claimed(self) -> bool:
+        """Marks the future running if a worker holds its task."""
+        state = self._pool._task_state(self._task)
+        if state is not None and state >= _CLAIMED:
+            try:
+                self.set_running_or_notify_cancel()
+            except RuntimeError:  # already running or done
+                pass
+            return True
+        return False
+
+    def cancel(self) -> bool:
+        if self.done() or super().running():
+            return super().cancel()
+        if self._task is not None and not self._pool._cancel_task(self._task):
+            self._claimed()
+            return super().cancel()  # False if it is running now
+        return super().cancel()
+
+    def running(self) -> bool:
+        if not super().running() and not self.done() and self._task is not None:
+            self._claimed()
+        return super().running()
+
+
 class _FutureJob(_Job):
     """submit()'s tasks: each completes its Future."""
 
     def __init__(self) -> None:
         super().__init__(_FUTURES, "submit")
-        self.futures: dict[int, Future] = {}
+        self.futures: dict[int, _PoolFuture] = {}
+
+    def items(self, tag: int, count: int) -> str:
+        fut = self.futures.get(tag)
+        return f"task {tag} ({fut._name})" if fut is not None else f"task {tag}"
 
     def deliver(self, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
         self.outstanding -= 1
         fut = self.futures.pop(tag, None)
-        if fut is None or not fut.set_running_or_notify_cancel():
+        if fut is None:
             return
+        try:
+            if not fut.set_running_or_notify_cancel():
+                return
+        except RuntimeError:  # already marked running
+            pass
         try:
             if state == _DONE:
                 fut.set_result(_worker.unpack(payload)[0])
@@ -306,8 +360,7 @@ class Pool(Executor):
                 if job is None:
                     continue
                 if state == _DIED:
-                    what = f"task {tag}" if job_id == _FUTURES else f"items {tag}..{tag + count - 1}"
-                    what = f"{what} of {job.what}"
+                    what = f"{job.items(tag, count)} of {job.what}"
                     payload = WorkerDied(
                         f"worker {i} (pid {p.pid}) {how} while running {what}",
                         task=what,
@@ -364,6 +417,22 @@ class Pool(Executor):
                     return
             self._pump(_CHECK)
 
+    def _task_state(self, n: int | None) -> int | None:
+        if n is None:
+            return None
+        with self._lock:
+            return self._parent.task_state(n)
+
+    def _cancel_task(self, n: int) -> bool:
+        with self._lock:
+            if not self._parent.cancel_task(n):
+                return False
+            self._futures.outstanding -= 1
+            for tag, fut in builtins.list(self._futures.futures.items()):
+                if fut._task == n:
+                    del self._futures.futures[tag]
+            return True
+
     # -- jobs --------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -373,6 +442,8 @@ class Pool(Executor):
     def _open_job(self, kind: int, fn: Any) -> _Job:
         data = _pack_fn(kind, fn, self._board.max_job)
         job = _Job(next(self._job_ids), _describe(fn))
+        if isinstance(fn, BlockRunner):
+            job.blocks = fn
         while True:
             with self._lock:
                 self._check_open()
@@ -543,12 +614,14 @@ class Pool(Executor):
             data = _worker.pack((fn, args, kwargs), self._max_input, dumps=cloudpickle.dumps)
         except Exception as e:
             raise TypeError(f"cannot send {_describe(fn)} and its arguments to the workers: {e}") from e
-        fut: Future = Future()
+        fut = _PoolFuture(self, _describe(fn))
         while True:
             with self._lock:
                 self._check_open()
                 tag = next(self._future_tags)
-                if self._parent.publish(_FUTURES, tag, 1, data) is not None:
+                n = self._parent.publish(_FUTURES, tag, 1, data)
+                if n is not None:
+                    fut._task = n
                     self._futures.futures[tag] = fut
                     self._futures.outstanding += 1
                     self._parent.wake_workers(1)
@@ -594,6 +667,7 @@ class Pool(Executor):
             if self._closed:
                 return
             if cancel_futures:
+                # Withdraws the queued tasks; running ones finish.
                 for fut in builtins.list(self._futures.futures.values()):
                     fut.cancel()
         if wait:

@@ -213,6 +213,16 @@ impl PyParent {
         Ok(tasks.len())
     }
 
+    /// Withdraws task `n` if no worker claimed it yet; True if withdrawn.
+    fn cancel_task(&self, n: u64) -> bool {
+        self.parent.lock().cancel_task(n)
+    }
+
+    /// Task `n`'s state on the board, None once collected.
+    fn task_state(&self, n: u64) -> Option<u8> {
+        self.parent.lock().task_state(n)
+    }
+
     /// Wakes up to `n` sleeping workers.
     fn wake_workers(&self, n: u32) {
         self.parent.lock().wake_workers(n)

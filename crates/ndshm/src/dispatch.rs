@@ -673,6 +673,30 @@ impl Parent {
         Ok(Some(n))
     }
 
+    /// Withdraws task `n` if no worker has claimed it yet; true if it was
+    /// withdrawn (it will not run and is not collected).
+    pub fn cancel_task(&mut self, n: u64) -> bool {
+        if n < self.low || n >= self.next || self.collected[(n - self.low) as usize] {
+            return false;
+        }
+        let b = &*self.board;
+        let ready = pack(n, 0, state::READY);
+        if b.u64(b.slot(n, T_WORD)).compare_exchange(ready, pack(n, 0, state::SKIPPED), AcqRel, Acquire).is_err() {
+            return false;
+        }
+        self.settle(n);
+        true
+    }
+
+    /// The state of task `n` on the board, or None once it is collected.
+    pub fn task_state(&self, n: u64) -> Option<u8> {
+        if n < self.low || n >= self.next || self.collected[(n - self.low) as usize] {
+            return None;
+        }
+        let b = &*self.board;
+        Some(state_of(b.u64(b.slot(n, T_WORD)).load(Acquire)))
+    }
+
     /// Wakes up to `n` sleeping workers.
     pub fn wake_workers(&self, n: u32) {
         let b = &*self.board;
@@ -1093,6 +1117,12 @@ mod tests {
         p.bury_worker(0, &mut out);
         assert_eq!(out.iter().map(|c| (c.task, c.state)).collect::<Vec<_>>(), [(0, state::DIED)]);
         assert!(w0.complete(t0.task, state::DONE, b"late", 0).is_err(), "a buried task is gone");
+        // A task not yet claimed can be withdrawn; a claimed one cannot.
+        let n = p.publish(1, 9, 1, b"y").unwrap().unwrap();
+        assert_eq!(p.task_state(n), Some(state::READY));
+        assert!(p.cancel_task(n));
+        assert_eq!(p.task_state(n), None);
+        assert!(!p.cancel_task(t1.task));
         w1.complete(t1.task, state::DONE, b"ok", 0).unwrap();
         out.clear();
         p.poll(&mut out);
