@@ -230,7 +230,12 @@ class _Chunker:
             self.remaining: int | None = len(items)  # type: ignore[arg-type]
         except TypeError:
             self.remaining = None
-        self.it = iter(items)
+        # Sequences are cut by slicing: a range chunk pickles as three ints, a
+        # shared array's chunk as a handle, a list's in one C-level copy.
+        sliceable = isinstance(items, range | builtins.list | tuple | np.ndarray)
+        self.seq = items if sliceable and self.remaining is not None else None
+        self.pos = 0
+        self.it = iter(items) if self.seq is None else None
         self.fixed = chunksize
         self.workers = workers
         self.tag = 0
@@ -253,11 +258,15 @@ class _Chunker:
             return self.grow
         return int(min(65536, max(1, self.TARGET / max(self.per_item, 1e-9))))
 
-    def take(self) -> tuple[int, list] | None:
+    def take(self) -> tuple[int, Any] | None:
         if self.exhausted:
             return None
-        chunk = list(itertools.islice(self.it, self.size()))
-        if not chunk:
+        if self.seq is not None:
+            chunk = self.seq[self.pos : self.pos + self.size()]
+            self.pos += len(chunk)
+        else:
+            chunk = builtins.list(itertools.islice(self.it, self.size()))  # type: ignore[arg-type]
+        if not len(chunk):
             self.exhausted = True
             return None
         tag = self.tag
