@@ -560,3 +560,15 @@ def shut_pool():
 def test_pool_after_shutdown_is_a_runtime_error(shut_pool, call):
     with pytest.raises(RuntimeError):
         call(shut_pool)
+
+
+@pytest.mark.timeout(60)
+def test_workers_that_cannot_start_break_the_pool_with_a_clear_error():
+    script = Path(__file__).parent / "helpers" / "pool_unguarded.py"
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "WorkerDied" in last and "while starting" in last and "__main__" in last, last
+    assert elapsed < 20

@@ -38,6 +38,8 @@ _CLAIMED, _DONE, _FAILED, _SKIPPED, _DIED = 2, 3, 4, 5, 6
 _FUTURES = 1  # the job id of submit()'s tasks
 # How often the parent checks that its workers are alive.
 _CHECK = 0.1
+# Workers dying in a row before they reach the board: the pool is broken.
+_START_DEATHS = 3
 # Most chunks in flight per call: bounds imap's memory.
 _WINDOW = 256
 
@@ -335,6 +337,8 @@ class Pool(Executor):
         self._future_tags = itertools.count()
         self._collector: threading.Thread | None = None
         self._closed = False
+        self._broken: WorkerDied | None = None
+        self._start_deaths = 0
         self._next_check = 0.0
         self._procs: list = [None] * workers
         self._finalizer = weakref.finalize(self, _stop, self._board, self._procs, 1.0)
@@ -361,8 +365,12 @@ class Pool(Executor):
         for i, p in enumerate(self._procs):
             if p is None or p.exitcode is None:
                 continue
-            code = p.exitcode
+            code, pid = p.exitcode, p.pid
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            # A worker that dies before it reaches the board could not start:
+            # a few in a row and the pool is broken (replacing them would loop).
+            started = self._board.worker_pid(i) == p.pid
+            self._start_deaths = 0 if started else self._start_deaths + 1
             for c in self._parent.bury_worker(i):
                 _task, job_id, tag, count, state, _w, payload, elapsed = c
                 job = self._jobs.get(job_id)
@@ -379,6 +387,24 @@ class Pool(Executor):
                 self._deliver(job, tag, count, state, payload, elapsed)
             p.close()
             self._procs[i] = None
+            if self._start_deaths >= _START_DEATHS and self._broken is None:
+                self._broken = WorkerDied(
+                    f"the pool is broken: {self._start_deaths} workers in a row {how} while starting; "
+                    "with the forkserver and spawn start methods the main module must guard its work "
+                    "with `if __name__ == '__main__':`",
+                    pid=pid,
+                    exitcode=code,
+                )
+                self._closed = True
+                self._board.shutdown()
+                for fut in builtins.list(self._futures.futures.values()):
+                    try:
+                        fut.set_running_or_notify_cancel()
+                    except RuntimeError:
+                        pass
+                    if not fut.done():
+                        fut.set_exception(self._broken)
+                self._futures.futures.clear()
             if not self._closed:
                 self._start(i)
 
@@ -404,6 +430,8 @@ class Pool(Executor):
             if now >= self._next_check:
                 self._next_check = now + _CHECK
                 self._check_workers()
+            if self._broken is not None:
+                raise self._broken
         if others:
             self._board.notify_done()
         return bool(got)
@@ -421,10 +449,13 @@ class Pool(Executor):
     def _collector_loop(self) -> None:
         while True:
             with self._lock:
-                if not self._futures.futures and self._futures.outstanding <= 0:
+                if self._broken is not None or (not self._futures.futures and self._futures.outstanding <= 0):
                     self._collector = None
                     return
-            self._pump(_CHECK)
+            try:
+                self._pump(_CHECK)
+            except WorkerDied:
+                pass  # the pool broke: its futures have the error
 
     def _task_state(self, n: int | None) -> int | None:
         if n is None:
@@ -445,6 +476,8 @@ class Pool(Executor):
     # -- jobs --------------------------------------------------------------
 
     def _check_open(self) -> None:
+        if self._broken is not None:
+            raise self._broken
         if self._closed:
             raise RuntimeError("this ndshm.Pool has been shut down")
 
