@@ -24,6 +24,12 @@ MAP = 0  # fn(item)
 STAR = 1  # fn(*item)
 DIRECT = 2  # a task is (fn, args, kwargs)
 
+# How long an idle worker sleeps between looks at the shutdown flag (a
+# shutdown wakes it at once; this is only a backstop).
+_IDLE = 10.0
+# How long a worker waits for more work before it tidies up.
+_SETTLE = 0.02
+
 _dumps = pickle.dumps
 _loads = pickle.loads
 
@@ -98,6 +104,15 @@ def _unpicklable(results: list, exc: Exception, first: int) -> TypeError:
     return TypeError(f"the results for items {first}..{first + len(results) - 1} cannot be pickled: {exc}")
 
 
+def _forget_finished(board: _native.Board, jobs: dict) -> int:
+    """Drops the functions of jobs that left the board, and with them the
+    arrays they hold (a map_blocks `out` must not stay mapped here)."""
+    gone = [j for j in jobs if not board.has_job(j)]
+    for job in gone:
+        del jobs[job]
+    return len(gone)
+
+
 def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
     _flags, data = board.job(job)
     return unpack(data)
@@ -129,20 +144,26 @@ def main(board_array: np.ndarray, index: int) -> None:
     limit = board.max_output
     jobs: dict[int, tuple[int, Any]] = {}
     claim, complete = worker.claim, worker.complete
+    idle = _SETTLE
     while True:
-        t = claim(1.0)
+        t = claim(idle)
         if t is None:
             if board.is_shutdown:
                 return
+            # Idle: let go of finished jobs' arrays now, not in the middle
+            # of the next job; then sleep long.
+            if _forget_finished(board, jobs):
+                _native.release_cached()
+            idle = _IDLE
             continue
+        idle = _SETTLE
         task, job, tag, _count, payload = t
         start = perf_counter_ns()
-        results: list = []
+        results: list | None = []
         try:
             kind_fn = jobs.get(job)
             if kind_fn is None:
-                if len(jobs) >= 8:
-                    jobs.pop(next(iter(jobs)))
+                _forget_finished(board, jobs)
                 kind_fn = jobs[job] = _load_job(board, job)
             kind, fn = kind_fn
             items = unpack(payload)
@@ -161,6 +182,8 @@ def main(board_array: np.ndarray, index: int) -> None:
                 ok, out = True, pack(results, limit)
             except Exception as exc:
                 ok, out = False, _failure([], _unpicklable(results, exc, tag), limit)
-        del results
+        # Hold nothing of this task past it: a finished job's arrays must be
+        # free to go when the job leaves the board.
+        results = items = fn = kind_fn = None
         if not complete(task, ok, out, perf_counter_ns() - start):
             return

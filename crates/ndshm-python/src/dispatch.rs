@@ -108,6 +108,11 @@ impl PyBoard {
         self.board.counters()
     }
 
+    /// Whether job `id` is open on the board.
+    fn has_job(&self, id: u64) -> bool {
+        self.board.has_job(id)
+    }
+
     /// Items of job `id` completed so far.
     fn job_completed(&self, id: u64) -> u64 {
         self.board.job_completed(id)

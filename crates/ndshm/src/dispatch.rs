@@ -503,6 +503,11 @@ impl Board {
         self.job_at(id).is_some_and(|at| self.u32(at + 12).load(Acquire) & job_flags::CANCELLED != 0)
     }
 
+    /// Whether job `id` is open on the board.
+    pub fn has_job(&self, id: u64) -> bool {
+        id != 0 && self.job_at(id).is_some()
+    }
+
     /// Items of job `id` completed so far (0 for a job not on the board).
     pub fn job_completed(&self, id: u64) -> u64 {
         self.job_at(id).map_or(0, |at| self.u64(at + 16).load(Acquire))
@@ -1005,21 +1010,34 @@ impl Ring<'_> {
     }
 }
 
-/// Ends this process when the board's owner is gone: checks every
-/// `interval` on a thread of its own, so a worker busy in a long task
-/// leaves too.
+/// Ends this process when the board's owner is gone, from a thread of its
+/// own, so a worker busy in a long task leaves too. The thread sleeps on a
+/// pidfd of the owner (readable when it exits: no wake-ups while it lives),
+/// or checks every `interval` where pidfds are not available.
 pub fn exit_with_owner(board: std::sync::Arc<Board>, interval: Duration) {
     std::thread::Builder::new()
         .name("ndshm-owner-watch".into())
-        .spawn(move || loop {
-            std::thread::sleep(interval);
-            if !board.owner_alive() {
-                // SAFETY: _exit ends the process at once, running nothing
-                // of this process's state; that is the point.
-                unsafe { libc::_exit(0) };
+        .spawn(move || {
+            if let Some(pidfd) = owner_pidfd(&board) {
+                let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+                while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut fds, None) {}
             }
+            while board.owner_alive() {
+                std::thread::sleep(interval);
+            }
+            // SAFETY: _exit ends the process at once, running nothing of
+            // this process's state; that is the point.
+            unsafe { libc::_exit(0) };
         })
         .expect("spawn the owner watch thread");
+}
+
+/// A pidfd of the board's owner, checked to be that process (pid and start
+/// time) after it was opened, so a reused pid cannot stand in for it.
+fn owner_pidfd(board: &Board) -> Option<std::os::fd::OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(board.owner().0 as i32)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    board.owner_alive().then_some(fd)
 }
 
 #[cfg(test)]
