@@ -10,11 +10,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from procwatch import wait_for
 
 import ndshm
 
@@ -30,15 +30,6 @@ def shmem_bytes() -> int:
 
 def segment_files() -> list[str]:
     return sorted(n for n in os.listdir(ndshm._native.segment_dir()) if n.startswith("ndshm-"))
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def test_anonymous_memory_is_freed_when_every_holder_is_sigkilled():
@@ -57,8 +48,8 @@ def test_anonymous_memory_is_freed_when_every_holder_is_sigkilled():
         p.wait()
     os.kill(child, signal.SIGKILL)
     # The spawned child is not ours to reap (its parent is dead); wait for it.
-    assert wait_for(lambda: not Path(f"/proc/{child}/fd").exists() or not os.listdir(f"/proc/{child}/fd"))
-    assert wait_for(lambda: shmem_bytes() - before < size * 0.25), "memory not freed after SIGKILL"
+    assert wait_for(lambda: not Path(f"/proc/{child}/fd").exists() or not os.listdir(f"/proc/{child}/fd"), 10)
+    assert wait_for(lambda: shmem_bytes() - before < size * 0.25, 10), "memory not freed after SIGKILL"
     assert segment_files() == shm_before  # nothing appeared in /dev/shm
 
 

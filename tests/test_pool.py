@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procwatch import alive, wait_for
 
 import ndshm
 
@@ -39,24 +40,6 @@ def add(a, b):
 def slow_identity(x, delay=0.002):
     time.sleep(delay)
     return x
-
-
-def alive(pid: int) -> bool:
-    """True while `pid` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def wait_for(cond, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def parent_pid(pid: int) -> int:

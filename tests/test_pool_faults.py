@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from procwatch import alive, proc_state, wait_for
 
 import ndshm
 
@@ -54,28 +55,6 @@ def pool():
 def fresh_pool():
     with ndshm.Pool(workers=WORKERS) as p:
         yield p
-
-
-def proc_state(pid: int) -> str | None:
-    """The state letter in /proc/PID/stat, None once the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def alive(pid: int) -> bool:
-    return proc_state(pid) not in (None, "Z", "X")  # a zombie has exited
-
-
-def wait_for(cond, timeout=5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def square(x):

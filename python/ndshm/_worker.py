@@ -150,10 +150,10 @@ def main(board_array: np.ndarray, index: int) -> None:
         if t is None:
             if board.is_shutdown:
                 return
-            # Idle: let go of finished jobs' arrays now, not in the middle
-            # of the next job; then sleep long.
-            if _forget_finished(board, jobs):
-                _native.release_cached()
+            # Idle: let go of finished jobs' arrays (the mapping cache keeps
+            # them mapped a moment, for a next call on the same arrays); then
+            # sleep long.
+            _forget_finished(board, jobs)
             idle = _IDLE
             continue
         idle = _SETTLE
