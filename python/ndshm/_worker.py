@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import pickle
 import signal
+import time
 import traceback
 from time import perf_counter_ns
 from typing import Any
@@ -27,8 +28,10 @@ DIRECT = 2  # a task is (fn, args, kwargs)
 # How long an idle worker sleeps between looks at the shutdown flag (a
 # shutdown wakes it at once; this is only a backstop).
 _IDLE = 10.0
-# How long a worker waits for more work before it tidies up.
-_SETTLE = 0.02
+# How long a worker keeps a finished job's function (and the arrays it
+# holds mapped) while idle: a next call on the same arrays then finds them
+# mapped and faulted in. A new job replaces it at once.
+_KEEP = 10.0
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -104,13 +107,14 @@ def _unpicklable(results: list, exc: Exception, first: int) -> TypeError:
     return TypeError(f"the results for items {first}..{first + len(results) - 1} cannot be pickled: {exc}")
 
 
-def _forget_finished(board: _native.Board, jobs: dict) -> int:
-    """Drops the functions of jobs that left the board, and with them the
-    arrays they hold (a map_blocks `out` must not stay mapped here)."""
-    gone = [j for j in jobs if not board.has_job(j)]
-    for job in gone:
-        del jobs[job]
-    return len(gone)
+def _forget_finished(board: _native.Board, jobs: dict, finished: dict, keep: float) -> None:
+    """Drops the functions of jobs that left the board at least `keep`
+    seconds ago, and with them the arrays they hold."""
+    now = time.monotonic()
+    for job in [j for j in jobs if not board.has_job(j)]:
+        if now - finished.setdefault(job, now) >= keep:
+            del jobs[job]
+            del finished[job]
 
 
 def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
@@ -144,27 +148,25 @@ def main(board_array: np.ndarray, index: int) -> None:
     limit = board.max_output
     jobs: dict[int, tuple[int, Any]] = {}
     claim, complete = worker.claim, worker.complete
-    idle = _SETTLE
+    finished: dict[int, float] = {}
     while True:
-        t = claim(idle)
+        t = claim(1.0 if jobs else _IDLE)
         if t is None:
             if board.is_shutdown:
                 return
-            # Idle: let go of finished jobs' arrays (the mapping cache keeps
-            # them mapped a moment, for a next call on the same arrays); then
-            # sleep long.
-            _forget_finished(board, jobs)
-            idle = _IDLE
+            _forget_finished(board, jobs, finished, _KEEP)
             continue
-        idle = _SETTLE
         task, job, tag, _count, payload = t
         start = perf_counter_ns()
         results: list | None = []
         try:
             kind_fn = jobs.get(job)
             if kind_fn is None:
-                _forget_finished(board, jobs)
-                kind_fn = jobs[job] = _load_job(board, job)
+                # Unpickled before the old jobs go, so arrays they share
+                # stay mapped.
+                kind_fn = _load_job(board, job)
+                _forget_finished(board, jobs, finished, 0.0)
+                jobs[job] = kind_fn
             kind, fn = kind_fn
             items = unpack(payload)
             if kind == MAP:
@@ -182,8 +184,7 @@ def main(board_array: np.ndarray, index: int) -> None:
                 ok, out = True, pack(results, limit)
             except Exception as exc:
                 ok, out = False, _failure([], _unpicklable(results, exc, tag), limit)
-        # Hold nothing of this task past it: a finished job's arrays must be
-        # free to go when the job leaves the board.
+        # Hold nothing of this task past it: only `jobs` keeps arrays.
         results = items = fn = kind_fn = None
         if not complete(task, ok, out, perf_counter_ns() - start):
             return

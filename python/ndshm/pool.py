@@ -266,6 +266,8 @@ class _Chunker:
         if self.seq is not None:
             chunk = self.seq[self.pos : self.pos + self.size()]
             self.pos += len(chunk)
+            if type(chunk) is range and len(chunk) < 512:
+                chunk = builtins.list(chunk)  # a range pickles slower than a few ints
         else:
             chunk = builtins.list(itertools.islice(self.it, self.size()))  # type: ignore[arg-type]
         if not len(chunk):
