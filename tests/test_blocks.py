@@ -4,9 +4,11 @@ shared `out`, block_id / block_info, the ufunc path."""
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
+from procwatch import wait_for
 
 import ndshm
 
@@ -251,3 +253,33 @@ def test_map_blocks_matches_blocks(pool):
     r = pool.map_blocks(where, np.zeros(shape), chunks=chunks, dtype=np.int64)
     for sl, idx in zip(slices, itertools.count()):
         assert (r[sl] == sl[0].start * 10 + sl[1].start).all(), idx
+
+
+def _mapped_sizes(pid: int) -> list[int]:
+    """Sizes of the memfd mappings of process `pid`."""
+    sizes = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            if "memfd:" in line:
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                sizes.append(hi - lo)
+    return sizes
+
+
+def test_workers_keep_an_out_the_caller_holds_and_drop_one_it_let_go():
+    # Its own pool: the workers' mappings must not depend on other tests.
+    with ndshm.Pool(workers=WORKERS) as pool:
+        y = ndshm.from_array(np.arange(512.0))
+        x = ndshm.from_array(np.arange(1024.0))
+        out = pool.map_blocks(np.multiply, y[:, None], x[None, :], chunks=(16, -1))
+        big = out.nbytes  # 4 MiB: no other mapping of ndshm's has this size
+        assert np.array_equal(out, np.multiply.outer(y, x))
+
+        def sizes():
+            return [s for pid in pool.pids for s in _mapped_sizes(pid) if big <= s < big + 3 * 4096]
+
+        pool.map(abs, range(4))  # another job retires the map_blocks one
+        time.sleep(0.2)
+        assert len(sizes()) == WORKERS, "each worker keeps the out the caller holds"
+        del out
+        assert wait_for(lambda: not sizes(), 3.0), "workers let go of an out the caller dropped"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import pickle
 import signal
-import time
 import traceback
 from time import perf_counter_ns
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 
 from . import _native
 from .arrays import _segment_of, from_array
+from .blocks import BlockRunner
 
 # Job kinds: how a task's items are applied to the job's function.
 MAP = 0  # fn(item)
@@ -28,10 +28,11 @@ DIRECT = 2  # a task is (fn, args, kwargs)
 # How long an idle worker sleeps between looks at the shutdown flag (a
 # shutdown wakes it at once; this is only a backstop).
 _IDLE = 10.0
-# How long a worker keeps a finished job's function (and the arrays it
-# holds mapped) while idle: a next call on the same arrays then finds them
-# mapped and faulted in. A new job replaces it at once.
-_KEEP = 10.0
+# How long a worker waits for more work before it retires finished jobs.
+_SETTLE = 0.02
+# How often an idle worker checks that the arrays it keeps mapped are still
+# held by the pool's process.
+_RECHECK = 1.0
 
 _dumps = pickle.dumps
 _loads = pickle.loads
@@ -107,14 +108,28 @@ def _unpicklable(results: list, exc: Exception, first: int) -> TypeError:
     return TypeError(f"the results for items {first}..{first + len(results) - 1} cannot be pickled: {exc}")
 
 
-def _forget_finished(board: _native.Board, jobs: dict, finished: dict, keep: float) -> None:
-    """Drops the functions of jobs that left the board at least `keep`
-    seconds ago, and with them the arrays they hold."""
-    now = time.monotonic()
+def _retire(board: _native.Board, jobs: dict, kept: dict) -> None:
+    """Drops the functions of jobs that left the board. The arrays of a
+    finished ``map_blocks`` stay mapped (in `kept`) while the pool's process
+    still holds them, so a next call on the same arrays finds them mapped
+    and faulted in; arrays it let go are unmapped here and now."""
     for job in [j for j in jobs if not board.has_job(j)]:
-        if now - finished.setdefault(job, now) >= keep:
-            del jobs[job]
-            del finished[job]
+        _kind, fn = jobs.pop(job)
+        if isinstance(fn, BlockRunner):
+            for a in (*fn.arrays, fn.out):
+                seg = _segment_of(a)
+                if seg is not None and seg.name is None:
+                    kept.setdefault(seg.id, a)
+    dropped = [sid for sid, a in kept.items() if not _held(a)]
+    for sid in dropped:
+        del kept[sid]
+    if dropped:
+        _native.release_cached()
+
+
+def _held(a: np.ndarray) -> bool:
+    seg = _segment_of(a)
+    return seg is not None and seg.held_by_creator()
 
 
 def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
@@ -148,14 +163,17 @@ def main(board_array: np.ndarray, index: int) -> None:
     limit = board.max_output
     jobs: dict[int, tuple[int, Any]] = {}
     claim, complete = worker.claim, worker.complete
-    finished: dict[int, float] = {}
+    kept: dict[int, np.ndarray] = {}
+    idle = _SETTLE
     while True:
-        t = claim(1.0 if jobs else _IDLE)
+        t = claim(idle)
         if t is None:
             if board.is_shutdown:
                 return
-            _forget_finished(board, jobs, finished, _KEEP)
+            _retire(board, jobs, kept)
+            idle = _RECHECK if kept else _IDLE
             continue
+        idle = _SETTLE
         task, job, tag, _count, payload = t
         start = perf_counter_ns()
         results: list | None = []
@@ -165,7 +183,7 @@ def main(board_array: np.ndarray, index: int) -> None:
                 # Unpickled before the old jobs go, so arrays they share
                 # stay mapped.
                 kind_fn = _load_job(board, job)
-                _forget_finished(board, jobs, finished, 0.0)
+                _retire(board, jobs, kept)
                 jobs[job] = kind_fn
             kind, fn = kind_fn
             items = unpack(payload)

@@ -70,6 +70,11 @@ impl PySegment {
         self.seg.data_ptr() as usize
     }
 
+    /// Whether the creator of this anonymous segment still holds it open.
+    fn held_by_creator(&self) -> bool {
+        self.seg.held_by_creator()
+    }
+
     /// File number handles carry (anonymous segments), -1 for named ones.
     #[getter]
     fn fd(&self) -> i32 {

@@ -1199,6 +1199,7 @@ mod tests {
     #[test]
     fn open_checks_the_segment() {
         let b = board(small());
+        assert!(b.segment().held_by_creator(), "this process made it and holds it");
         let again = Board::open(b.segment().clone()).unwrap();
         assert_eq!(again.geometry(), small());
         let plain = Segment::create(&Board::header(&small()).unwrap(), None).unwrap();

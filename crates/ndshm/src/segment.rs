@@ -633,6 +633,25 @@ impl Segment {
         }
     }
 
+    /// Whether the process that created this anonymous segment still holds
+    /// it open (one of its file descriptors names this memfd). A process
+    /// that received the segment can keep its mapping while this holds: the
+    /// memory lives on anyway. Always false for named segments, and for a
+    /// creator that is gone or whose descriptors cannot be read.
+    pub fn held_by_creator(&self) -> bool {
+        let Some(fd) = self.fd() else { return false };
+        let info = &self.inner.info;
+        if info.name.is_some() || !process::is_alive(info.owner_pid, info.owner_start) {
+            return false;
+        }
+        let Ok(mine) = rustix::fs::fstat(fd) else { return false };
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", info.owner_pid)) else { return false };
+        dir.flatten().any(|e| {
+            // metadata() follows the /proc link to the open file itself.
+            std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == mine.st_ino && m.dev() == mine.st_dev)
+        })
+    }
+
     /// Handles sent and not yet attached.
     pub fn pending(&self) -> u32 {
         self.word(ctl::PENDING).load(Ordering::Acquire)
