@@ -283,3 +283,20 @@ def test_workers_keep_an_out_the_caller_holds_and_drop_one_it_let_go():
         assert len(sizes()) == WORKERS, "each worker keeps the out the caller holds"
         del out
         assert wait_for(lambda: not sizes(), 3.0), "workers let go of an out the caller dropped"
+
+
+def test_lazy_arrays_are_populated_before_they_are_written():
+    from ndshm.arrays import empty_lazy, populate
+
+    a = empty_lazy((64, 1024))
+    assert isinstance(a, ndshm.SharedArray)
+    seg = ndshm.arrays._segment_of(a)
+    for block in ndshm.blocks(a.shape, (16, 256)):
+        populate(a[block])
+        a[block] = 7.0
+    assert (a == 7.0).all()
+    populate(a[::-3, 5])  # strided views: their byte span
+    with pytest.raises(ValueError, match="outside"):
+        seg.populate(0, a.nbytes + 1)
+    with pytest.raises(ValueError, match="lazy"):
+        ndshm._native.create("'<f8'", [4], False, "x", None, True)

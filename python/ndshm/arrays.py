@@ -231,12 +231,36 @@ def _wrap(seg: _native.Segment) -> SharedArray:
 
 
 def _create(
-    shape: ShapeLike, dtype: Any, order: str, name: str | None, src: np.ndarray | None = None
+    shape: ShapeLike,
+    dtype: Any,
+    order: str,
+    name: str | None,
+    src: np.ndarray | None = None,
+    lazy: bool = False,
 ) -> _native.Segment:
     dt = np.dtype(dtype)
     fortran = _order_flag(order)
     lifetime.sweep()
-    return _native.create(_descr_of(dt), list(_shape_of(shape)), fortran, name, src)
+    return _native.create(_descr_of(dt), list(_shape_of(shape)), fortran, name, src, lazy)
+
+
+def empty_lazy(shape: ShapeLike, dtype: Any = float) -> SharedArray:
+    """A new anonymous shared array whose pages are allocated by whoever
+    writes them first, after calling :func:`populate` on the range (for
+    results that several workers fill in parallel). There must be room for
+    it now (MemoryError otherwise)."""
+    return _publish(_create(shape, dtype, "C", None, lazy=True), None)
+
+
+def populate(arr: np.ndarray) -> None:
+    """Allocates the pages under `arr`, a view of a shared array, before it
+    is written (MemoryError if there is no room, never a SIGBUS later)."""
+    found = _native.view_of(arr)
+    if found is None or arr.size == 0:
+        return
+    seg, _offset = found
+    lo, hi = np.lib.array_utils.byte_bounds(arr)
+    seg.populate(lo - seg.address, hi - lo)
 
 
 def _publish(seg: _native.Segment, fill) -> SharedArray:

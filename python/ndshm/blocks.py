@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import populate
+
 __all__ = ["blocks", "normalize_chunks"]
 
 Chunks = tuple[tuple[int, ...], ...]
@@ -112,6 +114,9 @@ class BlockRunner:
         self.out = out
         self.grid = grid
         self.ufunc = isinstance(fn, np.ufunc) and fn.nout == 1
+        # `out` was made lazily (map_blocks allocated it): each block's pages
+        # are allocated by the worker that writes it, in parallel.
+        self.lazy = False
         self.block_id = not self.ufunc and _accepts(fn, "block_id")
         self.block_info = not self.ufunc and _accepts(fn, "block_info")
 
@@ -147,6 +152,8 @@ class BlockRunner:
         sl = self.slices(loc)
         parts = [a[sl] for a in self.arrays]
         target = self.out[sl]
+        if self.lazy:
+            populate(target)
         if self.ufunc:
             self.fn(*parts, out=target)
             return None

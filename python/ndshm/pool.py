@@ -27,7 +27,7 @@ import cloudpickle
 import numpy as np
 
 from . import _native, _worker
-from .arrays import SharedArray, _segment_of, empty, from_array
+from .arrays import SharedArray, _segment_of, empty, empty_lazy, from_array
 from .blocks import BlockRunner, normalize_chunks
 from .progress import Progress
 
@@ -772,8 +772,11 @@ def _plan_blocks(fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any) -> t
         shapes = ", ".join(str(a.shape) for a in inputs)
         raise ValueError(f"the arrays do not broadcast to one shape: {shapes}") from None
     want = np.dtype(dtype) if dtype is not None else np.result_type(*inputs)
+    lazy = out is None
     if out is None:
-        out = empty(shape, want)
+        # Its pages are allocated by the workers, each for the blocks it
+        # writes: in parallel, and not first zeroed here.
+        out = empty_lazy(shape, want)
     else:
         if not isinstance(out, np.ndarray) or _segment_of(out) is None:
             raise ValueError(
@@ -789,7 +792,9 @@ def _plan_blocks(fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any) -> t
             raise ValueError("out is read-only")
     grid = normalize_chunks(chunks, shape, out.dtype.itemsize)
     views = [np.broadcast_to(_share(a), shape, subok=True) for a in inputs]
-    return BlockRunner(fn, views, out, grid), out
+    runner = BlockRunner(fn, views, out, grid)
+    runner.lazy = lazy
+    return runner, out
 
 
 def map(

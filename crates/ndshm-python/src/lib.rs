@@ -70,6 +70,13 @@ impl PySegment {
         self.seg.data_ptr() as usize
     }
 
+    /// Allocates the data bytes `[offset, offset + len)` of a lazy segment
+    /// (MemoryError if there is no room).
+    fn populate(&self, py: Python<'_>, offset: usize, len: usize) -> PyResult<()> {
+        let seg = &self.seg;
+        py.detach(|| seg.populate(offset, len)).map_err(seg_err)
+    }
+
     /// Whether the creator of this anonymous segment still holds it open.
     fn held_by_creator(&self) -> bool {
         self.seg.held_by_creator()
@@ -164,7 +171,7 @@ fn header(descr: &str, shape: Vec<usize>, fortran_order: bool) -> PyResult<Heade
 /// published: zeroed, or a copy of `src`, a C-contiguous byte buffer
 /// holding exactly the array's bytes in its memory order.
 #[pyfunction]
-#[pyo3(signature = (descr, shape, fortran_order, name=None, src=None))]
+#[pyo3(signature = (descr, shape, fortran_order, name=None, src=None, lazy=false))]
 fn create(
     py: Python<'_>,
     descr: &str,
@@ -172,9 +179,14 @@ fn create(
     fortran_order: bool,
     name: Option<&str>,
     src: Option<&Bound<'_, PyAny>>,
+    lazy: bool,
 ) -> PyResult<PySegment> {
     let h = header(descr, shape, fortran_order)?;
+    if lazy && (name.is_some() || src.is_some()) {
+        return Err(PyValueError::new_err("only an anonymous, empty segment can be lazy"));
+    }
     let seg = match src {
+        None if lazy => py.detach(|| Segment::create_lazy(&h)),
         None => py.detach(|| Segment::create(&h, name)),
         Some(src) => {
             let buf = PyBuffer::<u8>::get(src)?;

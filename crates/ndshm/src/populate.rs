@@ -46,6 +46,38 @@ pub fn reserve(file: &File, len: usize) -> io::Result<()> {
     fallocate(file, 0, len)
 }
 
+/// Allocates the first and the last page of `file` (`len` bytes): the
+/// header and the control page of a segment whose data is populated later.
+pub fn reserve_edges(file: &File, len: usize) -> io::Result<()> {
+    fallocate(file, 0, PAGE)?;
+    fallocate(file, len - PAGE, PAGE)
+}
+
+/// Allocates and maps the pages of `[ptr, ptr + len)` (a shared writable
+/// mapping of a memory file), rounded out to whole pages; where the kernel
+/// cannot populate (before 5.14), allocates them in the file instead.
+///
+/// # Safety
+/// `base` must start a writable shared mapping of the whole of `file`
+/// (file offset 0), and `[ptr, ptr + len)` rounded out to pages must lie
+/// inside it.
+pub unsafe fn populate(file: &File, base: *mut u8, ptr: *mut u8, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    let start = (ptr as usize - base as usize) / PAGE * PAGE;
+    let end = (ptr as usize - base as usize + len).div_ceil(PAGE) * PAGE;
+    // SAFETY: [base + start, base + end) lies inside the mapping, as the
+    // caller promises; populating changes no data.
+    let r =
+        unsafe { rustix::mm::madvise(base.add(start) as *mut _, end - start, rustix::mm::Advice::LinuxPopulateWrite) };
+    match r {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL) => fallocate(file, start, end - start),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Allocates all of `file` (`total` bytes, mapped writable at `map`) and
 /// copies `src_len` bytes from `src` to offset `data_offset` (page-aligned).
 ///

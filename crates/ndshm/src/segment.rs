@@ -154,7 +154,18 @@ impl Segment {
     /// [`publish`]: Segment::publish
     pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Segment> {
         // SAFETY: no source.
-        unsafe { Self::create_inner(header, seg_name, None) }
+        unsafe { Self::create_inner(header, seg_name, None, false) }
+    }
+
+    /// An anonymous segment whose data pages are not allocated yet: there
+    /// must be room for them now (else `NoMemory`), and whoever writes a
+    /// range first calls [`populate`](Segment::populate) on it, which
+    /// allocates it or fails with `NoMemory` (never a SIGBUS on the write).
+    /// For results that several processes fill in parallel: each allocates
+    /// its own part.
+    pub fn create_lazy(header: &Header) -> Result<Segment> {
+        // SAFETY: no source.
+        unsafe { Self::create_inner(header, None, None, true) }
     }
 
     /// Like [`create`](Segment::create), with the data copied from `src`,
@@ -169,13 +180,14 @@ impl Segment {
         src_len: usize,
     ) -> Result<Segment> {
         // SAFETY: forwarded from the caller.
-        unsafe { Self::create_inner(header, seg_name, Some((src, src_len))) }
+        unsafe { Self::create_inner(header, seg_name, Some((src, src_len)), false) }
     }
 
     unsafe fn create_inner(
         header: &Header,
         seg_name: Option<&str>,
         src: Option<(*const u8, usize)>,
+        lazy: bool,
     ) -> Result<Segment> {
         if let Some(n) = seg_name {
             name::validate(n)?;
@@ -246,6 +258,7 @@ impl Segment {
                 Some((p, n)) => unsafe {
                     populate::reserve_and_copy(&file, m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
                 },
+                None if lazy => populate::reserve_edges(&file, total as usize),
                 None => populate::reserve(&file, total as usize),
             };
             filled.map_err(|e| no_room_or_io(e, "reserve memory"))?;
@@ -631,6 +644,31 @@ impl Segment {
             let w = self.word(ctl::PENDING);
             let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
         }
+    }
+
+    /// Allocates and maps the data bytes `[offset, offset + len)` of a
+    /// segment made by [`create_lazy`](Segment::create_lazy) (harmless on
+    /// others): `NoMemory` if there is no room, and never a SIGBUS when they
+    /// are written afterwards.
+    pub fn populate(&self, offset: usize, len: usize) -> Result<()> {
+        if self.readonly || self.inner.map_readonly {
+            return Err(SegmentError::Permission("cannot populate a read-only segment".into()));
+        }
+        if offset.checked_add(len).is_none_or(|end| end as u64 > self.inner.info.data_len) {
+            return Err(SegmentError::Mismatch(format!(
+                "bytes {offset}+{len} are outside the segment's {} data bytes",
+                self.inner.info.data_len
+            )));
+        }
+        let file = self.inner.file.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(file) = file.as_ref() else {
+            // Named segments keep no file open; they are always fully reserved.
+            return Ok(());
+        };
+        // SAFETY: the mapping covers the whole file from offset 0, writable
+        // (checked above); the range is inside the data (checked above).
+        unsafe { populate::populate(file, self.inner.map.as_mut_ptr(), self.data_ptr().add(offset), len) }
+            .map_err(|e| no_room_or_io(e, "allocate the segment's memory"))
     }
 
     /// Whether the process that created this anonymous segment still holds
