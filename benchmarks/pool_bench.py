@@ -1762,8 +1762,8 @@ chunks; within 1.15x of ideal on uneven tasks; the 1.6 GB seed workload with
 `map_blocks` in ≤ 300 ms into a reused pre-faulted `out` and ≤ 450 ms into a
 fresh shared result; ≥ 1.85x speedup on a CPU-bound block workload; ≤ 20 ms
 from constructing a pool to the first result; ~0 CPU in an idle pool.
-Until `ndshm.Pool` exists its rows read "not yet implemented" and the
-other rows are the anchors. Run with `.venv/bin/python
+The other tools are measured in the same run, next to the issue's
+anchors (measured on a quieter day). Run with `.venv/bin/python
 benchmarks/pool_bench.py` (`--quick` for a smoke run; the extra packages are
 pinned in `benchmarks/requirements.txt`).
 """
