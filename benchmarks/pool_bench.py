@@ -597,14 +597,12 @@ def bench_overhead(cfg: Config, log: Callable[[str], None]) -> Result:
     plot_note = make_plot(us, rounds, cfg, log)
 
     targets = [
-        _target(rounds, "ndshm_1", us, f"ndshm at chunksize 1 ≤ {TARGET_US_1:g} µs/task", TARGET_US_1),
-        _target(
-            rounds,
-            "ndshm_auto",
-            us,
-            f"ndshm with automatic chunks ≤ {TARGET_US_AUTO:g} µs/task",
-            TARGET_US_AUTO,
-        ),
+        _target(rounds, key, f"{what} ≤ {limit:g} µs/task", v, _fmt_us, v <= limit)
+        for key, what, limit in (
+            ("ndshm_1", "ndshm at chunksize 1", TARGET_US_1),
+            ("ndshm_auto", "ndshm with automatic chunks", TARGET_US_AUTO),
+        )
+        for v in [us.get(key, float("nan"))]
     ]
     headers = (
         "tool",
@@ -670,14 +668,14 @@ def _fmt_us(v: float) -> str:
 
 
 def _target(
-    rounds: Rounds, key: str, vals: dict[str, float], what: str, limit: float
+    rounds: Rounds, key: str, what: str, value: float | None, fmt: Callable[[float], str], met: bool
 ) -> tuple[str, str, str]:
+    """A row of a targets table: the error, "not yet", or the value and its verdict."""
     if key in rounds.errors:
         return (what, rounds.errors[key], "")
-    v = vals.get(key, float("nan"))
-    if v != v:
+    if value is None or value != value:
         return (what, NOT_YET if not have_pool() else "n/a", "")
-    return (what, _fmt_us(v), verdict(v <= limit))
+    return (what, fmt(value), verdict(met))
 
 
 def make_plot(us: dict[str, float], rounds: Rounds, cfg: Config, log: Callable[[str], None]) -> str:
@@ -1133,14 +1131,11 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
         )
     targets = []
     for k, what, limit in SEED_TARGETS:
-        what = f"{what} ≤ {limit:g} ms"
         s = rounds.samples[k]
-        if k in rounds.errors:
-            targets.append((what, rounds.errors[k], ""))
-        elif not s.n:
-            targets.append((what, NOT_YET if not have_pool() else "n/a", ""))
-        else:
-            targets.append((what, fmt_time(s.median), verdict(s.median <= limit * 1e6)))
+        v = s.median if s.n else None
+        targets.append(
+            _target(rounds, k, f"{what} ≤ {limit:g} ms", v, fmt_time, v is not None and v <= limit * 1e6)
+        )
     headers = (
         "contender",
         "median",
@@ -1544,12 +1539,8 @@ def bench_startup(cfg: Config, log: Callable[[str], None]) -> Result:
     for k, how in STARTUP_TARGETS:
         nd = rounds.samples[k]
         what = f"ndshm start-up to first result ({how}) ≤ {TARGET_STARTUP_MS:g} ms"
-        if k in rounds.errors:
-            targets.append((what, rounds.errors[k], ""))
-        elif not nd.n:
-            targets.append((what, NOT_YET if not have_pool() else "n/a", ""))
-        else:
-            targets.append((what, fmt_time(nd.median), verdict(nd.median <= TARGET_STARTUP_MS * 1e6)))
+        v = nd.median if nd.n else None
+        targets.append(_target(rounds, k, what, v, fmt_time, v is not None and v <= TARGET_STARTUP_MS * 1e6))
     default_method = ndshm.pool._default_start_method() if have_pool() else "?"
     main_mod = getattr(sys.modules.get("__main__"), "__file__", None)
     main_name = Path(main_mod).name if main_mod else "(none)"
@@ -1693,13 +1684,9 @@ def bench_idle(cfg: Config, log: Callable[[str], None]) -> Result:
     targets = []
     for k, how in (("ndshm", "default start method"), ("ndshm_fork", "fork")):
         what = f"idle ndshm pool ({how}): workers ≤ {TARGET_IDLE_MS:g} ms CPU per s (~0)"
-        if k in rounds.errors:
-            targets.append((what, rounds.errors[k], ""))
-        elif not got[k]:
-            targets.append((what, NOT_YET if not have_pool() else "n/a", ""))
-        else:
-            v = med(k, "sched_ms_per_s")
-            targets.append((what, f"{v:.3f} ms/s", verdict(v <= TARGET_IDLE_MS)))
+        v = med(k, "sched_ms_per_s") if got[k] else None
+        ok = v is not None and v <= TARGET_IDLE_MS
+        targets.append(_target(rounds, k, what, v, lambda x: f"{x:.3f} ms/s", ok))
     headers = (
         "pool",
         "workers: ms CPU / s (utime + stime, /proc/PID/stat)",

@@ -113,6 +113,7 @@ class BlockRunner:
         self.arrays = arrays
         self.out = out
         self.grid = grid
+        self.starts = [_starts(sizes) for sizes in grid]
         self.ufunc = isinstance(fn, np.ufunc) and fn.nout == 1
         # `out` was made lazily (map_blocks allocated it): each block's pages
         # are allocated by the worker that writes it, in parallel.
@@ -124,11 +125,7 @@ class BlockRunner:
         return tuple(int(i) for i in np.unravel_index(index, tuple(len(s) for s in self.grid)))
 
     def slices(self, loc: tuple[int, ...]) -> tuple[slice, ...]:
-        out = []
-        for sizes, i in zip(self.grid, loc):
-            start = sum(sizes[:i])
-            out.append(slice(start, start + sizes[i]))
-        return tuple(out)
+        return tuple(slice(starts[i], starts[i + 1]) for starts, i in zip(self.starts, loc))
 
     def info(self, loc: tuple[int, ...], sl: tuple[slice, ...]) -> dict:
         where = [(s.start, s.stop) for s in sl]

@@ -529,32 +529,19 @@ class Pool(Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         pending: deque[int] = deque()
         held: list[tuple[int, int, bytes]] = []
-        finished = False
         try:
             while True:
                 self._fill(job, chunker, pending, held)
                 # Hand out what came back.
                 handed = 0
-                if ordered:
-                    while pending and pending[0] in job.done:
-                        results, err = self._results(job, pending.popleft(), chunker)
-                        handed += 1
-                        if results:
-                            yield results
-                        if err is not None:
-                            raise err
-                else:
-                    while job.arrived:
-                        tag = job.arrived.popleft()
-                        pending.remove(tag)
-                        results, err = self._results(job, tag, chunker)
-                        handed += 1
-                        if results:
-                            yield results
-                        if err is not None:
-                            raise err
+                for tag in self._ready(job, pending, ordered):
+                    results, err = self._results(job, tag, chunker)
+                    handed += 1
+                    if results:
+                        yield results
+                    if err is not None:
+                        raise err
                 if not pending and not held and chunker.exhausted:
-                    finished = True
                     return
                 if handed:
                     continue  # refill the window before waiting
@@ -563,8 +550,21 @@ class Pool(Executor):
                 self._pump(_CHECK, me=job)
                 bar.update()
         finally:
-            bar.close(finished)
+            bar.close()
             self._close_job(job)
+
+    @staticmethod
+    def _ready(job: _Job, pending: deque[int], ordered: bool) -> Iterator[int]:
+        """Tags of the chunks to hand out now, taken off `pending`: in task
+        order (``ordered``), or in the order they came back."""
+        if ordered:
+            while pending and pending[0] in job.done:
+                yield pending.popleft()
+        else:
+            while job.arrived:
+                tag = job.arrived.popleft()
+                pending.remove(tag)
+                yield tag
 
     def _fill(self, job: _Job, chunker: _Chunker, pending: deque[int], held: list) -> None:
         """Publishes chunks while the window has room and the board takes them."""
@@ -637,17 +637,25 @@ class Pool(Executor):
             kind, items = _worker.MAP, iterables[0]
         else:
             kind, items = _worker.STAR, builtins.list(zip(*iterables))
-        out: list = []
-        for results in self._chunks(kind, fn, items, chunksize, True, progress, timeout):
-            out.extend(results)
-        return out
+        return self._gather(kind, fn, items, chunksize, progress, timeout)
 
     def starmap(
         self, fn: Callable, iterable: Iterable, *, chunksize: int | None = None, progress: bool = False
     ) -> list:
         """``[fn(*args) for args in iterable]``, computed by the workers."""
+        return self._gather(_worker.STAR, fn, iterable, chunksize, progress)
+
+    def _gather(
+        self,
+        kind: int,
+        fn: Callable,
+        items: Iterable,
+        chunksize: int | None,
+        progress: bool,
+        timeout: float | None = None,
+    ) -> list:
         out: list = []
-        for results in self._chunks(_worker.STAR, fn, iterable, chunksize, True, progress):
+        for results in self._chunks(kind, fn, items, chunksize, True, progress, timeout):
             out.extend(results)
         return out
 

@@ -36,7 +36,7 @@ class Progress:
         if done > self.bar.n:
             self.bar.update(done - self.bar.n)
 
-    def close(self, finished: bool) -> None:
+    def close(self) -> None:
         if self.bar is None:
             return
         done = self.board.job_completed(self.job)

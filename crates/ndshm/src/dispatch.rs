@@ -485,14 +485,9 @@ impl Board {
     /// The function of job `id`: (flags, bytes). Only meaningful while a
     /// task of the job is claimed (the entry is not reused before).
     pub fn job(&self, id: u64) -> Result<(u32, Vec<u8>)> {
-        for e in 0..self.geo.jobs {
-            let at = self.job_entry(e);
-            if self.u64(at).load(Acquire) == id {
-                let len = (self.u32(at + 8).load(Relaxed) as usize).min(JOB_BYTES - JOB_HEAD);
-                return Ok((self.u32(at + 12).load(Acquire), self.read(at + JOB_HEAD, len)));
-            }
-        }
-        Err(DispatchError::NoJob(id))
+        let at = self.job_at(id).ok_or(DispatchError::NoJob(id))?;
+        let len = (self.u32(at + 8).load(Relaxed) as usize).min(JOB_BYTES - JOB_HEAD);
+        Ok((self.u32(at + 12).load(Acquire), self.read(at + JOB_HEAD, len)))
     }
 
     fn job_at(&self, id: u64) -> Option<usize> {
