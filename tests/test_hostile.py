@@ -34,6 +34,7 @@ import pytest
 import ndshm
 from ndshm import _native
 from ndshm.arrays import _rebuild, _segment_of
+from ndshm.hosts import LABEL as HOST
 
 PAGE = 4096
 HELPERS = Path(__file__).parent / "helpers"
@@ -607,8 +608,8 @@ def target(shm_name):
     anon = ndshm.from_array(np.arange(10.0))
     nseg, aseg = _segment_of(named), _segment_of(anon)
     yield {
-        "named": (named, nseg, (shm_name, nseg.id)),
-        "anonymous": (anon, aseg, (os.getpid(), aseg.fd, aseg.id)),
+        "named": (named, nseg, (shm_name, nseg.id, HOST)),
+        "anonymous": (anon, aseg, (os.getpid(), aseg.fd, aseg.id, HOST)),
     }
 
 
@@ -685,29 +686,29 @@ MALFORMED = {
     "ref-empty": lambda r: ((), 0, (10,), (8,), None, False),
     "ref-one": lambda r: (r[:1], 0, (10,), (8,), None, False),
     "ref-extra": lambda r: ((*r, 0, 0), 0, (10,), (8,), None, False),
-    "ref-id-str": lambda r: ((*r[:-1], str(r[-1])), 0, (10,), (8,), None, False),
-    "ref-id-float": lambda r: ((*r[:-1], float(r[-1])), 0, (10,), (8,), None, False),
+    "ref-id-str": lambda r: ((*r[:-2], str(r[-2]), r[-1]), 0, (10,), (8,), None, False),
+    "ref-id-float": lambda r: ((*r[:-2], float(r[-2]), r[-1]), 0, (10,), (8,), None, False),
 }
 # A handle's segment id is looked up first among the segments this process
 # maps; the cases below use an id it does not map, so that the name (pid,
 # fd) is what gets used.
 NAMED_MALFORMED = {
-    "name-bytes": lambda r: ((r[0].encode(), r[1] ^ 1), 0, (10,), (8,), None, False),
-    "name-bad": lambda r: (("../" + r[0], r[1] ^ 1), 0, (10,), (8,), None, False),
-    "name-nul": lambda r: ((r[0] + "\0", r[1] ^ 1), 0, (10,), (8,), None, False),
-    "name-empty": lambda r: (("", r[1] ^ 1), 0, (10,), (8,), None, False),
-    "name-too-long": lambda r: ((r[0] * 3, r[1] ^ 1), 0, (10,), (8,), None, False),
+    "name-bytes": lambda r: ((r[0].encode(), r[1] ^ 1, r[2]), 0, (10,), (8,), None, False),
+    "name-bad": lambda r: (("../" + r[0], r[1] ^ 1, r[2]), 0, (10,), (8,), None, False),
+    "name-nul": lambda r: ((r[0] + "\0", r[1] ^ 1, r[2]), 0, (10,), (8,), None, False),
+    "name-empty": lambda r: (("", r[1] ^ 1, r[2]), 0, (10,), (8,), None, False),
+    "name-too-long": lambda r: ((r[0] * 3, r[1] ^ 1, r[2]), 0, (10,), (8,), None, False),
 }
 ANON_MALFORMED = {
-    "pid-zero": lambda r: ((0, r[1], r[2]), 0, (10,), (8,), None, False),
-    "pid-negative": lambda r: ((-1, r[1], r[2]), 0, (10,), (8,), None, False),
-    "pid-2**32": lambda r: ((2**32, r[1], r[2]), 0, (10,), (8,), None, False),
-    "fd-negative": lambda r: ((r[0], -1, r[2] ^ 1), 0, (10,), (8,), None, False),
-    "fd-2**31": lambda r: ((r[0], 2**31, r[2]), 0, (10,), (8,), None, False),
-    "id-negative": lambda r: ((r[0], r[1], -1), 0, (10,), (8,), None, False),
-    "id-2**64": lambda r: ((r[0], r[1], 2**64), 0, (10,), (8,), None, False),
-    "id-wrong": lambda r: ((r[0], r[1], r[2] ^ 1), 0, (10,), (8,), None, False),
-    "fd-stdin": lambda r: ((r[0], 0, r[2] ^ 1), 0, (10,), (8,), None, False),
+    "pid-zero": lambda r: ((0, r[1], r[2], r[3]), 0, (10,), (8,), None, False),
+    "pid-negative": lambda r: ((-1, r[1], r[2], r[3]), 0, (10,), (8,), None, False),
+    "pid-2**32": lambda r: ((2**32, r[1], r[2], r[3]), 0, (10,), (8,), None, False),
+    "fd-negative": lambda r: ((r[0], -1, r[2] ^ 1, r[3]), 0, (10,), (8,), None, False),
+    "fd-2**31": lambda r: ((r[0], 2**31, r[2], r[3]), 0, (10,), (8,), None, False),
+    "id-negative": lambda r: ((r[0], r[1], -1, r[3]), 0, (10,), (8,), None, False),
+    "id-2**64": lambda r: ((r[0], r[1], 2**64, r[3]), 0, (10,), (8,), None, False),
+    "id-wrong": lambda r: ((r[0], r[1], r[2] ^ 1, r[3]), 0, (10,), (8,), None, False),
+    "fd-stdin": lambda r: ((r[0], 0, r[2] ^ 1, r[3]), 0, (10,), (8,), None, False),
 }
 BEYOND_64_BITS = {
     "offset-2**64": lambda r: (r, 2**64, (10,), (8,), None, False),
@@ -759,12 +760,12 @@ def test_forged_named_ref_is_refused(target, case):
 
 
 def test_forged_named_ref_with_wrong_id_is_file_not_found(target):
-    name, seg_id = target["named"][2]
+    name, seg_id, _ = target["named"][2]
     with pytest.raises(FileNotFoundError):
-        _rebuild((name, seg_id ^ 1), 0, (10,), (8,), None, False)
+        _rebuild((name, seg_id ^ 1, HOST), 0, (10,), (8,), None, False)
     for impossible in (0, -1, 2**64):
         with pytest.raises(ValueError):
-            _rebuild((name, impossible), 0, (10,), (8,), None, False)
+            _rebuild((name, impossible, HOST), 0, (10,), (8,), None, False)
 
 
 @pytest.mark.parametrize("case", list(ANON_MALFORMED))
@@ -774,37 +775,37 @@ def test_forged_anonymous_ref_is_refused(target, case):
 
 
 def test_forged_anonymous_ref_naming_a_regular_file_is_refused(target, tmp_path):
-    _, _, (pid, _, seg_id) = target["anonymous"]
+    _, _, (pid, _, seg_id, _) = target["anonymous"]
     junk = tmp_path / "junk"
     junk.write_bytes(np.random.default_rng(3).bytes(3 * PAGE))
     with open(junk, "rb") as f, pytest.raises(ValueError):
-        _rebuild((pid, f.fileno(), seg_id ^ 1), 0, (10,), (8,), None, False)
+        _rebuild((pid, f.fileno(), seg_id ^ 1, HOST), 0, (10,), (8,), None, False)
 
 
 def test_forged_anonymous_ref_naming_a_named_segment_is_refused(target, shm_name):
     """An fd of a valid *named* segment file is the wrong kind of segment."""
-    _, nseg, (name, _) = target["named"]
+    _, nseg, (name, _, _) = target["named"]
     path = Path(_native.segment_dir()) / f"ndshm-{name}"
     with open(path, "rb") as f, pytest.raises(ValueError):
-        _rebuild((os.getpid(), f.fileno(), nseg.id ^ 1), 0, (10,), (8,), None, False)
+        _rebuild((os.getpid(), f.fileno(), nseg.id ^ 1, HOST), 0, (10,), (8,), None, False)
 
 
 def test_forged_anonymous_ref_naming_a_directory_is_refused(target, tmp_path):
-    _, _, (pid, _, seg_id) = target["anonymous"]
+    _, _, (pid, _, seg_id, _) = target["anonymous"]
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         with pytest.raises(ValueError):
-            _rebuild((pid, fd, seg_id ^ 1), 0, (10,), (8,), None, False)
+            _rebuild((pid, fd, seg_id ^ 1, HOST), 0, (10,), (8,), None, False)
     finally:
         os.close(fd)
 
 
 def test_forged_anonymous_ref_naming_a_dead_process_is_file_not_found(target):
-    _, _, (_, fd, seg_id) = target["anonymous"]
+    _, _, (_, fd, seg_id, _) = target["anonymous"]
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()
     with pytest.raises(FileNotFoundError, match=str(p.pid)):
-        _rebuild((p.pid, fd, seg_id ^ 1), 0, (10,), (8,), None, False)
+        _rebuild((p.pid, fd, seg_id ^ 1, HOST), 0, (10,), (8,), None, False)
 
 
 @pytest.mark.parametrize("kind", ["named", "anonymous"])
@@ -819,9 +820,9 @@ def test_forged_handle_with_integers_beyond_64_bits_is_value_error(target, kind,
 
 
 def test_forged_named_ref_with_id_beyond_64_bits_is_value_error(target):
-    name, _ = target["named"][2]
+    name, _, _ = target["named"][2]
     with pytest.raises(ValueError):
-        _rebuild((name, 2**64), 0, (10,), (8,), None, False)
+        _rebuild((name, 2**64, HOST), 0, (10,), (8,), None, False)
 
 
 def test_forged_readonly_handle_cannot_write(target):

@@ -6,6 +6,7 @@ concurrent.futures, joblib or tqdm at O(1) cost. ``ndshm.Pool`` runs
 work over them in parallel, dispatched through shared memory.
 """
 
+from . import _autoload
 from .arrays import (
     SharedArray,
     attach,
@@ -17,13 +18,17 @@ from .arrays import (
     zeros_like,
 )
 from .blocks import blocks
+from .hosts import ForeignHandle
 from .locks import Lock, LockOwnerDied, RWLock
 from .pool import Pool, RemoteTraceback, WorkerDied, map, map_blocks
 from .segments import SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"
 
+_autoload.install()
+
 __all__ = [
+    "ForeignHandle",
     "Lock",
     "LockOwnerDied",
     "Pool",

@@ -17,7 +17,7 @@ from typing import Any, SupportsIndex
 import numpy as np
 from numpy.lib import format as npformat
 
-from . import _native, lifetime
+from . import _native, hosts, lifetime
 from .locks import RWLock
 
 __all__ = [
@@ -165,31 +165,48 @@ def _handle_of(arr: np.ndarray):
 
 
 def segment_ref(seg: _native.Segment) -> tuple:
-    """What a handle carries to name `seg`: `(name, id)` for named
-    segments, `(pid, fd, id)` of this process for anonymous ones (counting
-    a pending handoff)."""
+    """What a handle carries to name `seg`: `(name, id, host)` for named
+    segments, `(pid, fd, id, host)` of this process for anonymous ones
+    (counting a pending handoff)."""
     name = seg.name
     if name is None:
         lifetime.note_sent(seg)
-        return (lifetime.pid(), seg.fd, seg.id)
-    return (name, seg.id)
+        return (lifetime.pid(), seg.fd, seg.id, hosts.LABEL)
+    return (name, seg.id, hosts.LABEL)
+
+
+def _split_ref(ref: Any) -> tuple[tuple, str]:
+    """A handle's segment reference and host, checked for shape and types:
+    `(name: str, id: int)` or `(pid: int, fd: int, id: int)`, then the host."""
+    if type(ref) is tuple and len(ref) in (3, 4) and type(ref[-1]) is str:
+        seg_ref, host = ref[:-1], ref[-1]
+        if len(seg_ref) == 2 and type(seg_ref[0]) is str and type(seg_ref[1]) is int:
+            return seg_ref, host
+        if len(seg_ref) == 3 and all(type(x) is int for x in seg_ref):
+            return seg_ref, host
+    raise ValueError("bad ndshm handle")
+
+
+def foreign_host(ref: Any) -> str | None:
+    """The host a handle's segment lives on, if it is not this one."""
+    host = _split_ref(ref)[1]
+    return None if host == hosts.LABEL else host
 
 
 def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
     """Maps the segment a handle names (reusing this process's mapping)."""
-    if not isinstance(ref, tuple):
-        raise ValueError("bad ndshm handle")
-    if len(ref) == 2 and type(ref[0]) is str and type(ref[1]) is int:
-        name, seg_id = ref
+    seg_ref, host = _split_ref(ref)
+    if host != hosts.LABEL:
+        raise hosts.ForeignHandle(host, ()).error()
+    if len(seg_ref) == 2:
+        name, seg_id = seg_ref
         if not 0 < seg_id < 2**64:
             raise ValueError("bad ndshm handle: segment id")
         return _native.attach_named_handle(name, seg_id, readonly)
-    if len(ref) == 3 and all(type(x) is int for x in ref):
-        pid, fd, seg_id = ref
-        if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):
-            raise ValueError("bad ndshm handle")
-        return _native.attach_anonymous(pid, fd, seg_id, readonly)
-    raise ValueError("bad ndshm handle")
+    pid, fd, seg_id = seg_ref
+    if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):
+        raise ValueError("bad ndshm handle")
+    return _native.attach_anonymous(pid, fd, seg_id, readonly)
 
 
 _I64 = 2**63
@@ -201,8 +218,14 @@ def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
     return v
 
 
-def _rebuild(ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readonly: Any) -> SharedArray:
-    """Unpickles a handle: maps the segment (once per process) and rebuilds the view."""
+def _rebuild(
+    ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readonly: Any
+) -> SharedArray | hosts.ForeignHandle:
+    """Unpickles a handle: maps the segment (once per process) and rebuilds
+    the view; on another host, a :class:`ForeignHandle` that passes it on."""
+    host = foreign_host(ref)
+    if host is not None:
+        return hosts.ForeignHandle(host, (ref, offset, shape, strides, dtype, readonly))
     if type(offset) is not int or not -_I64 <= offset < _I64:
         raise ValueError("bad ndshm handle: offset")
     if type(readonly) is not bool:

@@ -112,6 +112,8 @@ class BlockRunner:
         self.fn = fn
         self.arrays = arrays
         self.out = out
+        self.shape = out.shape
+        self.dtype = out.dtype
         self.grid = grid
         self.starts = [_starts(sizes) for sizes in grid]
         self.ufunc = isinstance(fn, np.ufunc) and fn.nout == 1
@@ -131,43 +133,55 @@ class BlockRunner:
         where = [(s.start, s.stop) for s in sl]
         num = tuple(len(s) for s in self.grid)
         info: dict[Any, dict] = {
-            i: {"shape": self.out.shape, "num-chunks": num, "chunk-location": loc, "array-location": where}
+            i: {"shape": self.shape, "num-chunks": num, "chunk-location": loc, "array-location": where}
             for i in range(len(self.arrays))
         }
         info[None] = {
-            "shape": self.out.shape,
+            "shape": self.shape,
             "num-chunks": num,
             "chunk-location": loc,
             "array-location": where,
             "chunk-shape": tuple(s.stop - s.start for s in sl),
-            "dtype": self.out.dtype,
+            "dtype": self.dtype,
         }
         return info
 
     def __call__(self, index: int) -> None:
         loc = self.location(index)
         sl = self.slices(loc)
-        parts = [a[sl] for a in self.arrays]
         target = self.out[sl]
         if self.lazy:
             populate(target)
+        self.apply(loc, sl, [a[sl] for a in self.arrays], target)
+
+    def apply(
+        self, loc: tuple[int, ...], sl: tuple[slice, ...], parts: list, target: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Runs `fn` on one block's inputs `parts` and writes the result into
+        `target`; with no target (a process that cannot map `out`), returns
+        the result block instead."""
+        shape = tuple(s.stop - s.start for s in sl)
         if self.ufunc:
-            self.fn(*parts, out=target)
-            return None
-        kwargs: dict[str, Any] = {}
-        if self.block_id:
-            kwargs["block_id"] = loc
-        if self.block_info:
-            kwargs["block_info"] = self.info(loc, sl)
-        result = self.fn(*parts, **kwargs)
-        result = np.asarray(result)
-        if result.shape != target.shape:
+            if target is not None:
+                self.fn(*parts, out=target)
+                return None
+            result = np.asarray(self.fn(*parts))
+        else:
+            kwargs: dict[str, Any] = {}
+            if self.block_id:
+                kwargs["block_id"] = loc
+            if self.block_info:
+                kwargs["block_info"] = self.info(loc, sl)
+            result = np.asarray(self.fn(*parts, **kwargs))
+        if result.shape != shape:
             try:
-                result = np.broadcast_to(result, target.shape)
+                result = np.broadcast_to(result, shape)
             except ValueError:
                 raise ValueError(
                     f"block {loc} (slices {sl}): fn returned shape {result.shape}, "
-                    f"the block has shape {target.shape}"
+                    f"the block has shape {shape}"
                 ) from None
+        if target is None:
+            return result.astype(self.dtype, casting="same_kind", copy=False)
         np.copyto(target, result, casting="same_kind")
         return None

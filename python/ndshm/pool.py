@@ -813,8 +813,16 @@ def map(
     chunksize: int | None = None,
     progress: bool = False,
     start_method: str | None = None,
+    executor: Any = None,
 ) -> list:
-    """``[fn(x) for x in iterable]`` on a pool started for the call."""
+    """``[fn(x) for x in iterable]`` on a pool started for the call, or on
+    `executor`: an ndshm :class:`Pool` or a ``distributed.Client``."""
+    if executor is not None:
+        if isinstance(executor, Pool):
+            return executor.map(fn, iterable, chunksize=chunksize, progress=progress)
+        from .dask.executor import map_on
+
+        return map_on(executor, fn, iterable, chunksize, progress)
     with Pool(workers, start_method) as pool:
         return pool.map(fn, iterable, chunksize=chunksize, progress=progress)
 
@@ -828,8 +836,21 @@ def map_blocks(
     workers: int | None = None,
     progress: bool = False,
     start_method: str | None = None,
+    executor: Any = None,
 ) -> SharedArray:
-    """:meth:`Pool.map_blocks` on a pool started for the call."""
+    """:meth:`Pool.map_blocks` on a pool started for the call, or on
+    `executor`: an ndshm :class:`Pool` or a ``distributed.Client`` (whose
+    workers on other hosts get the bytes of their blocks)."""
+    if isinstance(executor, Pool):
+        return executor.map_blocks(fn, *arrays, chunks=chunks, out=out, dtype=dtype, progress=progress)
+    if executor is not None:
+        from .dask.executor import _check_client, auto_chunks, map_blocks_on
+
+        _check_client(executor)
+        if chunks is None:
+            chunks = auto_chunks(executor, arrays, dtype)
+        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
+        return map_blocks_on(executor, runner, out, progress)
     runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
     with Pool(workers, start_method) as pool:
         return pool._run_blocks(runner, out, None, progress)

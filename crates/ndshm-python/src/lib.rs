@@ -327,6 +327,13 @@ fn at_exit() -> Option<u32> {
     ndshm::handoff::at_exit()
 }
 
+/// This host as handles name it: `(node name, key)` (see `ndshm::host`).
+#[pyfunction]
+fn host() -> (String, u64) {
+    let h = ndshm::host::this();
+    (h.name.clone(), h.key)
+}
+
 /// Directory of named segments.
 #[pyfunction]
 fn segment_dir() -> String {
@@ -359,6 +366,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(segment_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(host, m)?)?;
     m.add("PAGE", ndshm::format::PAGE)?;
     m.add("FORMAT_VERSION", ndshm::format::FORMAT_VERSION)?;
     m.add("MAX_NAME_LEN", ndshm::name::MAX_LEN)?;

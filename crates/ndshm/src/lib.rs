@@ -24,6 +24,7 @@ pub mod dtype;
 pub mod error;
 pub mod format;
 pub mod handoff;
+pub mod host;
 pub mod literal;
 pub mod lock;
 pub mod memory;

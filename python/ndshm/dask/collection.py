@@ -1,0 +1,220 @@
+"""Dask arrays over shared arrays, and dask arrays computed into them.
+
+- :func:`to_dask` makes a dask array whose graph holds the shared array's
+  handle, never its data: each chunk is a view, taken on a worker.
+- :func:`store` computes a dask array straight into a shared array: workers
+  on this host write their chunks in place; chunks computed on other hosts
+  come back as bytes and are written by the caller.
+- :func:`compute_into` allocates the shared result and stores into it: a
+  gather with no copy through the client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from ..arrays import SharedArray, _segment_of, empty_lazy, populate
+from ..hosts import ForeignHandle
+
+__all__ = ["compute_into", "store", "to_dask"]
+
+
+class Ref:
+    """A shared array inside a dask graph: small, not an ndarray (dask
+    would copy an ndarray into the graph), and pickled as the array's
+    handle. On another host it holds a :class:`ForeignHandle`."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: SharedArray | ForeignHandle) -> None:
+        self.array = array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.array.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        if isinstance(self.array, ForeignHandle):
+            return _fetch(self, index)
+        return self.array[index]
+
+    def __reduce__(self):
+        return (Ref, (self.array,))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("ndshm.Ref", tokenize(self.array))
+
+
+def _slice(ref: Ref, index: Any) -> SharedArray:
+    return ref.array[index]
+
+
+# Host label -> addresses of workers on that host, as this process last saw.
+_hosts_seen: dict[str, list[str]] = {}
+
+
+def _label() -> str:
+    from ndshm.hosts import LABEL
+
+    return LABEL
+
+
+def _workers_on(client: Any, host: str) -> list[str]:
+    if not _hosts_seen.get(host):
+        _hosts_seen.clear()
+        for address, label in client.run(_label, on_error="ignore").items():
+            _hosts_seen.setdefault(label, []).append(address)
+    return _hosts_seen.get(host, [])
+
+
+def _fetch(ref: Ref, index: Any) -> np.ndarray:
+    """A chunk of an array on another host, read for a task running here:
+    a worker on the array's host slices it, and the chunk comes back as
+    bytes. (Dask fuses chunk reads into the tasks that use them, so a read
+    can land on any worker.)"""
+    foreign = ref.array
+    assert isinstance(foreign, ForeignHandle)
+    try:
+        from distributed import get_worker, worker_client
+
+        get_worker()
+    except (ImportError, ValueError):
+        raise foreign.error() from None
+    with worker_client() as client:  # leaves the worker's thread pool while it waits
+        owners = _workers_on(client, foreign.host)
+        if not owners:
+            raise foreign.error()
+        return client.submit(_slice, ref, index, workers=owners, pure=False).result()
+
+
+def _shared(a: Any, what: str) -> SharedArray:
+    if not isinstance(a, np.ndarray) or _segment_of(a) is None:
+        raise TypeError(
+            f"{what} must be a shared array (ndshm.from_array(x) makes one), not {type(a).__name__}"
+        )
+    return a  # type: ignore[return-value]
+
+
+def _client() -> Any:
+    """The distributed client in use, if any (never starts one)."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def to_dask(a: SharedArray, chunks: Any = "auto", *, name: str | None = None) -> da.Array:
+    """A dask array over the shared array `a`, whose graph holds `a`'s
+    handle, not its data. `chunks` as in ``dask.array.from_array``."""
+    a = _shared(a, "a")
+    chunks = da.core.normalize_chunks(chunks, a.shape, dtype=a.dtype)
+    name = name or f"ndshm-{tokenize(a, chunks)}"
+    meta = np.empty((0,) * a.ndim, dtype=a.dtype)
+    return da.from_array(
+        Ref(a), chunks=chunks, name=name, asarray=False, inline_array=True, fancy=False, meta=meta
+    )
+
+
+def _may_overlap_itself(a: np.ndarray) -> bool:
+    """Whether two elements of `a` may share memory (an as_strided view):
+    unless every axis steps past all the axes with smaller steps."""
+    extent = a.dtype.itemsize
+    for n, step in sorted((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1):
+        if step < extent:
+            return True
+        extent = step * n
+    return False
+
+
+def _write(out: np.ndarray, region: tuple[slice, ...], block: Any, lock: bool, lazy: bool) -> None:
+    dst = out[region]
+    if lazy:
+        populate(dst)
+    if lock:
+        with out.lock:  # type: ignore[attr-defined]
+            np.copyto(dst, block, casting="same_kind")
+    else:
+        np.copyto(dst, block, casting="same_kind")
+
+
+def _store_block(block: Any, ref: Ref, region: tuple[slice, ...], lock: bool, lazy: bool) -> Any:
+    """Runs where the chunk was computed: writes it in place, or, on a host
+    that cannot map `out`, returns it for the caller to write."""
+    if isinstance(ref.array, ForeignHandle):
+        return region, np.asarray(block)
+    _write(ref.array, region, block, lock, lazy)
+    return None
+
+
+def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: bool = False) -> SharedArray:
+    """Computes the dask array `x` into the shared array `out` (same shape)
+    and returns `out`.
+
+    Chunks computed on this host's workers are written in place by those
+    workers; chunks computed on other hosts come back as bytes and are
+    written here. Chunks land in disjoint parts of `out`, so no lock is
+    taken unless `out`'s memory overlaps itself (or ``lock=True``: then
+    every write holds ``out.lock``)."""
+    if not isinstance(x, da.Array):
+        raise TypeError(f"x must be a dask array, not {type(x).__name__}")
+    out = _shared(out, "out")
+    if any(np.isnan(c) for cs in x.chunks for c in cs):
+        raise ValueError("x has chunks of unknown size: call x.compute_chunk_sizes() first")
+    if x.shape != out.shape:
+        raise ValueError(f"x has shape {x.shape}, out has shape {out.shape}")
+    if not np.can_cast(x.dtype, out.dtype, "same_kind"):
+        raise ValueError(f"x has dtype {x.dtype}, which cannot be stored into out's {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    if lock is None:
+        lock = _may_overlap_itself(out)
+    ref = Ref(out)
+    starts = [np.cumsum((0, *c)) for c in x.chunks]
+    parts = x.to_delayed().ravel()
+    tasks = []
+    for part in parts:
+        loc = part.key[1:]
+        region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, loc))
+        tasks.append(dask.delayed(_store_block, pure=False)(part, ref, region, lock, _lazy))
+    client = _client()
+    if client is None:
+        dask.compute(*tasks)
+        return out
+    from distributed import as_completed
+
+    futures = client.compute(tasks)
+    try:
+        for fut in as_completed(futures):
+            back = fut.result()
+            if back is not None:
+                _write(out, back[0], back[1], lock, _lazy)
+    finally:
+        client.cancel(futures)
+    return out
+
+
+def compute_into(x: da.Array) -> SharedArray:
+    """Computes the dask array `x` into a new shared array and returns it:
+    workers on this host write their chunks straight into it (allocating
+    its pages as they go), so nothing is gathered through the client."""
+    if not isinstance(x, da.Array):
+        raise TypeError(f"x must be a dask array, not {type(x).__name__}")
+    if any(np.isnan(c) for cs in x.chunks for c in cs):
+        raise ValueError("x has chunks of unknown size: call x.compute_chunk_sizes() first")
+    out = empty_lazy(x.shape, x.dtype)
+    return store(x, out, _lazy=True)
