@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import cloudpickle
+import dask
 import dask.array as da
 import numpy as np
 import psutil
@@ -806,3 +807,21 @@ def test_a_sigkilled_client_takes_its_workers_and_memory_with_it(tmp_path):
                     d.kill()
             except psutil.NoSuchProcess:
                 pass
+
+
+def test_results_dropped_by_the_caller_are_freed(client):
+    """distributed's message log would keep every task (and with it the
+    shared result) alive: ndshm.dask turns it off."""
+    import weakref
+
+    assert dask.config.get("distributed.admin.low-level-log-length") == 0
+    a = ndshm.from_array(np.arange(10_000.0))
+    for compute in (
+        lambda: ndshm.dask.compute_into(ndshm.dask.to_dask(a, chunks=1000) * 2),
+        lambda: ndshm.map_blocks(np.multiply, a, 2.0, chunks=1000, executor=client),
+    ):
+        r = compute()
+        assert np.array_equal(r, np.arange(10_000.0) * 2)
+        gone = weakref.ref(_segment_of(r))
+        del r
+        assert wait_for(lambda gone=gone: gc.collect() >= 0 and gone() is None, 10.0)

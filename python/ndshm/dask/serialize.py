@@ -136,9 +136,21 @@ def _sizeof(x: SharedArray) -> int:
     return int(min(hi - lo, found[0].nbytes))
 
 
+_LOG_LENGTH = "distributed.admin.low-level-log-length"
+
+
 def register() -> None:
     """Registers the serializer, ``normalize_token`` and ``sizeof`` for
-    shared arrays (idempotent)."""
+    shared arrays (idempotent).
+
+    Also turns off distributed's debugging log of the last 1000 messages of
+    each connection (unless it was changed from that default): those
+    messages hold the tasks, and through them shared arrays (a dropped
+    result of ``compute_into`` or ``map_blocks`` would never be freed)."""
+    import dask.config
+
+    if dask.config.get(_LOG_LENGTH, None) == 1000:
+        dask.config.set({_LOG_LENGTH: 0})
     dask_serialize.register(SharedArray)(_serialize)
     dask_deserialize.register(SharedArray)(_deserialize)
     normalize_token.register(SharedArray)(_token)
