@@ -309,3 +309,13 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was:
             gc.enable()
+
+
+def package_version(dist: str) -> str:
+    """The installed version of a distribution, or "not installed"."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"

@@ -59,7 +59,6 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from time import perf_counter_ns
@@ -69,6 +68,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common
 from common import HERE, REPO, Progress, Result, Samples, fmt_ratio, fmt_time, gc_paused, table, verdict
 
 import ndshm
@@ -168,17 +168,10 @@ def have_pool() -> bool:
     return hasattr(ndshm, "Pool")
 
 
-def _version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def versions_line() -> str:
     """The versions of the contenders that common.environment() does not list."""
     names = ("mpire", "tqdm", "joblib", "cloudpickle", "matplotlib")
-    vs = ", ".join(f"{n} {_version(n)}" for n in names)
+    vs = ", ".join(f"{n} {common.package_version(n)}" for n in names)
     return (
         f"Contenders: {vs}; Python {sys.version.split()[0]} "
         f"(default start method `{mp.get_start_method()}`); "

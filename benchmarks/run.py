@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import core_bench
+import dask_bench
 import lock_bench
 import pool_bench
 
@@ -38,7 +39,7 @@ SHM = Path("/dev/shm")
 # Each suite is a module with SECTION (its "## " heading in RESULTS.md),
 # INTRO, ORDER (its "### " subsections), BENCHMARKS (name -> function(cfg,
 # log) -> Result), and FULL / QUICK configurations.
-SUITES = [core_bench, lock_bench, pool_bench]
+SUITES = [core_bench, lock_bench, pool_bench, dask_bench]
 
 
 def _shm_listing() -> set[str]:
