@@ -204,7 +204,10 @@ def bench_uncontended(cfg: Config, log: Callable[[str], None]) -> Result:
             "are Python functions). A `with` on a no-op Python class costs "
             f"{fmt_ns(med['ref: with on a no-op Python class'])} on this machine.",
             f"- Two no-arg calls: PyO3 {fmt_ns(pyo3)} vs CPython C method {fmt_ns(cmeth)}: "
-            f"~{(pyo3 - cmeth) / 2:.1f} ns more per call through PyO3.",
+            f"~{(pyo3 - cmeth) / 2:.1f} ns more per call through PyO3. ndshm's `acquire`, `release`, "
+            "`__enter__` and `__exit__` are CPython C methods installed on the native type (not "
+            "PyO3 methods), so `a(); r()` costs two C-method calls plus the lock's own work: "
+            f"{fmt_ns(nd_pair - cmeth)} over the C row here.",
         ]
     )
     raw = {k: {"stmt": contenders[k][0], **_stats(v)} for k, v in samples.items()}

@@ -4,12 +4,15 @@ holder death, pickling through every channel, misuse."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
+import re
 import resource
 import signal
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -396,3 +399,189 @@ def test_forged_or_corrupted_lock_handles_never_crash():
     assert r.returncode == 0, r.stderr[-2000:]
     ok, err = map(int, r.stdout.split())
     assert err > 0 and ok + err == 4 * len(data)
+
+
+# ---------------------------------------------------------------- the C methods
+#
+# acquire, release, __enter__ and __exit__ are CPython C methods installed on
+# the native type (crates/ndshm-python/src/lock.rs), with their own argument
+# matching: it must behave as PyO3's did, and no input may crash or leak.
+
+
+def test_lock_methods_are_c_methods_with_signatures():
+    import inspect
+
+    for name, sig in [
+        ("acquire", "(self, /, blocking=True, timeout=None)"),
+        ("release", "(self, /)"),
+        ("__enter__", "(self, /)"),
+        ("__exit__", "(self, /, _exc_type, _exc, _tb)"),
+    ]:
+        m = ndshm._native.Lock.__dict__[name]
+        assert type(m).__name__ == "method_descriptor"
+        assert str(inspect.signature(m)) == sig
+        assert ndshm.RWLock.__dict__.get(name) is None  # no Python wrapper on the way
+        assert ndshm.Lock.__dict__.get(name) is None
+    assert "Returns False" in ndshm.Lock.acquire.__doc__
+
+
+def test_acquire_arguments_by_position_and_keyword():
+    lk = ndshm.Lock()
+    for args, kwargs in [
+        ((), {}),
+        ((True,), {}),
+        ((True, None), {}),
+        ((True, 0.5), {}),
+        ((), {"timeout": 0.5}),
+        ((), {"blocking": True, "timeout": 3}),
+        ((False,), {}),
+        ((), {"blocking": False}),
+        ((True,), {"timeout": -1}),
+        ((np.bool_(True),), {"timeout": np.float32(1.0)}),
+        ((), {"timeout": 1 << 80}),  # longer than any deadline: forever
+        ((False, -5), {}),  # not blocking: the timeout is not looked at
+    ]:
+        assert lk.acquire(*args, **kwargs) is True, (args, kwargs)
+        assert lk.locked()
+        assert lk.acquire(False) is False  # not re-entrant
+        assert lk.release() is None
+        assert not lk.locked()
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda lk: lk.acquire("x"), "while processing 'blocking'"),
+        (lambda lk: lk.acquire(1), "while processing 'blocking'"),
+        (lambda lk: lk.acquire(1, 2), "while processing 'blocking'"),
+        (lambda lk: lk.acquire(timeout="x"), "while processing 'timeout'"),
+        (lambda lk: lk.acquire(True, [1.0]), "while processing 'timeout'"),
+        (lambda lk: lk.acquire(True, 1, 2), r"takes from 0 to 2 positional arguments but 3 were given"),
+        (lambda lk: lk.acquire(foo=1), "unexpected keyword argument 'foo'"),
+        (lambda lk: lk.acquire(True, timeout=1, foo=1), "unexpected keyword argument 'foo'"),
+        (lambda lk: lk.acquire(True, blocking=True), "multiple values for argument 'blocking'"),
+        (lambda lk: lk.acquire(**{"timeout": 1, "blocking": True, "x": 2}), "unexpected keyword"),
+        (lambda lk: lk.release(1), "takes no arguments"),
+        (lambda lk: lk.release(x=1), "takes no keyword arguments"),
+        (lambda lk: lk.__enter__(1), "takes no arguments"),
+        (lambda lk: lk.__exit__(), "missing 3 required positional arguments: '_exc_type', '_exc', and '_tb'"),
+        (lambda lk: lk.__exit__(None, None), "missing 1 required positional argument: '_tb'"),
+        (lambda lk: lk.__exit__(None, None, None, None), "takes 3 positional arguments but 4 were given"),
+        (lambda lk: lk.__exit__(None, None, tb=None), "unexpected keyword argument 'tb'"),
+        (lambda lk: lk.__exit__(None, None, None, _tb=None), "multiple values for argument '_tb'"),
+    ],
+)
+def test_bad_arguments_are_type_errors_and_change_nothing(call, message):
+    lk = ndshm.RWLock()
+    with pytest.raises(TypeError) as info:
+        call(lk)
+    text = " ".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    assert re.search(message, text), text
+    assert not lk.locked()
+    # The same while held: a bad __exit__ call does not release the lock.
+    assert lk.acquire()
+    with pytest.raises(TypeError):
+        call(lk)
+    assert lk.locked()
+    lk.release()
+
+
+def test_exit_takes_its_arguments_by_keyword_too():
+    lk = ndshm.Lock()
+    assert lk.__enter__() is None
+    assert lk.__exit__(_exc_type=None, _exc=None, _tb=None) is False
+    assert not lk.locked()
+
+
+@pytest.mark.parametrize("name", ["acquire", "release", "__enter__", "__exit__"])
+def test_the_methods_refuse_other_objects(name):
+    meth = ndshm._native.Lock.__dict__[name]
+    args = (None, None, None) if name == "__exit__" else ()
+    for other in (object(), 1, np.zeros(3), threading.Lock()):
+        with pytest.raises(TypeError, match="doesn't apply to"):
+            meth(other, *args)
+    with pytest.raises(TypeError, match="needs an argument"):
+        meth()
+    # Nor can an instance skip the native constructor.
+    with pytest.raises(TypeError, match="not safe"):
+        object.__new__(ndshm.Lock)
+
+
+def test_with_releases_on_exceptions_and_does_not_swallow_them():
+    lk = ndshm.Lock()
+    with pytest.raises(KeyError), lk:
+        assert lk.locked()
+        raise KeyError("inside")
+    assert not lk.locked()
+    # __exit__ on a lock this thread does not hold raises, whatever the body did.
+    with pytest.raises(RuntimeError, match="does not hold"), lk:
+        lk.release()
+
+
+def test_the_methods_leak_no_references():
+    lk = ndshm.Lock()
+    for _ in range(100):  # warm up (caches, specialisation)
+        lk.acquire()
+        lk.release()
+    before = sys.getrefcount(True), sys.getrefcount(False), sys.getrefcount(None), sys.getrefcount(lk)
+    for _ in range(10_000):
+        lk.acquire()
+        lk.release()
+        with lk:
+            pass
+        lk.acquire(blocking=False)
+        assert lk.acquire(False) is False
+        lk.release()
+        with contextlib.suppress(RuntimeError):
+            lk.release()
+        with contextlib.suppress(TypeError):
+            lk.acquire(timeout="x")
+    after = sys.getrefcount(True), sys.getrefcount(False), sys.getrefcount(None), sys.getrefcount(lk)
+    # True, False and None are immortal on Python 3.12+ (a fixed count); on
+    # 3.11 any leak or over-release would move them by ~10,000.
+    assert all(abs(a - b) < 100 for a, b in zip(before, after, strict=True)), (before, after)
+
+
+def test_subclasses_can_extend_the_methods():
+    events = []
+
+    class Logged(ndshm.Lock):
+        def acquire(self, *args, **kwargs):
+            events.append("acquire")
+            return super().acquire(*args, **kwargs)
+
+        def __exit__(self, *exc):
+            events.append("exit")
+            return super().__exit__(*exc)
+
+    lk = Logged()
+    with lk:
+        assert lk.locked()
+    assert lk.acquire(timeout=1) and not lk.acquire(blocking=False)
+    lk.release()
+    assert events == ["exit", "acquire", "acquire"]
+
+
+def test_threads_contending_with_the_gil_count_exactly():
+    lk = ndshm.Lock()
+    box = [0]
+    n, threads = 20_000, 4
+
+    def work():
+        for _ in range(n):
+            with lk:
+                v = box[0]
+                box[0] = v + 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        ts = [threading.Thread(target=work) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert box[0] == n * threads
+    assert not lk.locked()

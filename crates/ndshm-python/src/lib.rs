@@ -344,6 +344,7 @@ fn segment_dir() -> String {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySegment>()?;
     m.add_class::<lock::PyLock>()?;
+    lock::install(&m.py().get_type::<lock::PyLock>())?;
     m.add_class::<dispatch::PyBoard>()?;
     m.add_class::<dispatch::PyParent>()?;
     m.add_class::<dispatch::PyWorker>()?;

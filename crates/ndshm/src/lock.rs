@@ -85,22 +85,26 @@ extern "C" fn forget_me_in_child() {
 }
 
 /// This thread's lock id.
+#[inline]
 pub fn me() -> u64 {
-    ME.with(|c| {
-        let v = c.get();
-        if v != 0 {
-            return v;
-        }
-        ATFORK.call_once(|| {
-            // SAFETY: registers a handler that only writes a thread-local.
-            unsafe { libc::pthread_atfork(None, None, Some(forget_me_in_child)) };
-        });
-        let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-        let start = process::start_time(tid).unwrap_or(0) as u32;
-        let v = (u64::from(tid) << 32) | u64::from(start);
-        c.set(v);
-        v
-    })
+    match ME.with(Cell::get) {
+        0 => first_me(),
+        v => v,
+    }
+}
+
+/// This thread's lock id, the first time it asks (or after a fork).
+#[cold]
+fn first_me() -> u64 {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only writes a thread-local.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_me_in_child)) };
+    });
+    let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+    let start = process::start_time(tid).unwrap_or(0) as u32;
+    let v = (u64::from(tid) << 32) | u64::from(start);
+    ME.with(|c| c.set(v));
+    v
 }
 
 fn tid_of(id: u64) -> u32 {
@@ -135,14 +139,28 @@ impl LockWords {
         self.readers.iter().filter(|r| r.load(Acquire) != 0).count()
     }
 
+    /// Whether no reader slot is taken. Reads every slot (SeqCst), with
+    /// no early exit: branch-free, this is the bulk of an uncontended
+    /// exclusive acquisition.
+    #[inline]
+    fn no_readers(&self) -> bool {
+        self.readers.iter().fold(0, |any, r| any | r.load(SeqCst)) == 0
+    }
+
     /// After a release (a SeqCst store or RMW): wakes sleepers, if any.
     /// Sleepers register before re-checking their condition, so either we
     /// see them here or they see the release (both sides are SeqCst).
+    #[inline]
     fn wake(&self) {
         if self.sleepers.load(SeqCst) > 0 {
-            self.seq.fetch_add(1, SeqCst);
-            let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+            self.wake_sleepers();
         }
+    }
+
+    #[cold]
+    fn wake_sleepers(&self) {
+        self.seq.fetch_add(1, SeqCst);
+        let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
     }
 
     /// Sleeps until `seq` moves from `seen` or `limit` passes, unless
@@ -213,6 +231,7 @@ impl LockWords {
     }
 
     /// Takes the lock exclusively if that needs no waiting.
+    #[inline(always)]
     pub fn try_lock(&self) -> bool {
         let me = me();
         // SeqCst pairs with readers' slot CAS and owner load (Dekker):
@@ -220,11 +239,34 @@ impl LockWords {
         if self.owner.compare_exchange(0, me, SeqCst, Relaxed).is_err() {
             return false;
         }
-        if self.readers.iter().all(|r| r.load(SeqCst) == 0) {
+        if self.no_readers() {
             return true;
         }
+        self.step_back()
+    }
+
+    /// After taking `owner` in `try_lock` and finding readers: lets go.
+    #[cold]
+    fn step_back(&self) -> bool {
         self.owner.store(0, SeqCst);
         self.wake();
+        false
+    }
+
+    /// Like [`try_lock`], but first waits for the lock to be free for up
+    /// to `spins` rounds of [`std::hint::spin_loop`] (tens of ns each),
+    /// looking without writing. For callers whose own way of waiting
+    /// costs more than a short spin (Python gives up and re-takes its
+    /// GIL), as locks are often held for less than a microsecond.
+    ///
+    /// [`try_lock`]: LockWords::try_lock
+    pub fn try_lock_spinning(&self, spins: u32) -> bool {
+        for _ in 0..spins {
+            if self.owner.load(Relaxed) == 0 && self.no_readers() && self.try_lock() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
         false
     }
 
@@ -234,7 +276,7 @@ impl LockWords {
         let me = me();
         // Fast path: free and no readers.
         if self.owner.compare_exchange(0, me, SeqCst, Relaxed).is_ok() {
-            if self.readers.iter().all(|r| r.load(SeqCst) == 0) {
+            if self.no_readers() {
                 return Outcome::Acquired(0);
             }
             return self.drain_readers(me, timeout.map(|t| Instant::now() + t), None);
@@ -251,8 +293,12 @@ impl LockWords {
                 }
                 continue;
             }
-            // Queue so that new readers hold back.
-            let _ = self.queued.compare_exchange(0, me, AcqRel, Relaxed);
+            // Queue so that new readers hold back. Look before the CAS: a
+            // waiter spins here, and a failing CAS still takes the holder's
+            // cache line away from it.
+            if self.queued.load(Relaxed) == 0 {
+                let _ = self.queued.compare_exchange(0, me, AcqRel, Relaxed);
+            }
             if std::mem::take(&mut stale) && self.reap(owner, &mut died) {
                 continue;
             }
@@ -299,6 +345,7 @@ impl LockWords {
     }
 
     /// Releases an exclusive hold of this thread.
+    #[inline(always)]
     pub fn unlock(&self) -> Result<(), LockError> {
         self.owner.compare_exchange(me(), 0, SeqCst, Relaxed).map_err(|_| LockError::NotHeld)?;
         self.wake();
@@ -396,6 +443,35 @@ mod tests {
         assert_eq!(un, Err(LockError::NotHeld));
         w.unlock().unwrap();
         assert_eq!(w.unlock(), Err(LockError::NotHeld));
+    }
+
+    #[test]
+    fn try_lock_spinning_takes_a_lock_freed_meanwhile_and_leaves_readers_alone() {
+        let a = Area::new();
+        let w = a.words();
+        assert!(w.try_lock_spinning(1));
+        assert!(!w.try_lock_spinning(100), "not re-entrant");
+        // Held by another thread for a moment: the spin outlasts it.
+        let a2 = a.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let holder = std::thread::spawn(move || {
+            assert!(a2.words().try_lock());
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            a2.words().unlock().unwrap();
+        });
+        w.unlock().unwrap();
+        rx.recv().unwrap();
+        assert!(w.try_lock_spinning(u32::MAX));
+        holder.join().unwrap();
+        w.unlock().unwrap();
+        // A reader keeps it from a writer, and the writer leaves no trace.
+        let Outcome::Acquired(slot) = w.lock_shared(None) else { panic!() };
+        assert!(!w.try_lock_spinning(50));
+        assert!(!w.is_locked());
+        w.unlock_shared(slot).unwrap();
+        assert!(w.try_lock_spinning(1));
+        w.unlock().unwrap();
     }
 
     #[test]
