@@ -39,7 +39,6 @@ import argparse
 import gc
 import logging
 import os
-import random
 import sys
 import time
 import warnings
@@ -55,8 +54,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+import pool_bench
 from common import MiB, Progress, Result, Samples, fmt_ratio, fmt_size, fmt_time, gc_paused, table, verdict
-from pool_bench import LoadMeter
+from pool_bench import _err
 
 import ndshm
 
@@ -135,23 +135,13 @@ def versions_line() -> str:
     )
 
 
-def _err(e: BaseException) -> str:
-    msg = str(e).splitlines()[0] if str(e) else ""
-    return f"error: {type(e).__name__}: {msg}"[:160]
-
-
-class Rounds:
-    """Contenders run round-robin in a seeded shuffled order, after one
-    untimed warm-up run each. A contender returns its time in ns, or a dict
-    of named times (key "" is the headline, "x" is recorded as KEY.x); one
-    that raises is recorded with its error and left out of later rounds."""
+class Rounds(pool_bench.Rounds):
+    """pool_bench's rounds, after one untimed warm-up run of each
+    contender. A contender returns its time in ns, or a dict of named times
+    (key "" is the headline, "x" is recorded as KEY.x)."""
 
     def __init__(self, seed: int) -> None:
-        self.samples: dict[str, Samples] = {}
-        self.errors: dict[str, str] = {}
-        self.rng = random.Random(seed)
-        self.load = ""
-        self.load_raw: dict[str, float] = {}
+        super().__init__([], seed)
 
     def _record(self, key: str, value: int | dict[str, int]) -> None:
         parts = value if isinstance(value, dict) else {"": value}
@@ -162,29 +152,14 @@ class Rounds:
     def run(
         self, fns: dict[str, Callable[[], Any]], rounds: int, log: Callable[[str], None], what: str
     ) -> None:
-        keys = list(fns)
-        for k in keys:
+        for k in fns:
             try:
                 fns[k]()
             except Exception as e:
                 self.errors[k] = _err(e)
                 log(f"{what}: {k} failed: {self.errors[k]}")
         log(f"{what}: warmed up")
-        meter = LoadMeter()
-        for r in range(rounds):
-            order = keys[:]
-            self.rng.shuffle(order)
-            for k in order:
-                if k in self.errors:
-                    continue
-                try:
-                    self._record(k, fns[k]())
-                except Exception as e:
-                    self.errors[k] = _err(e)
-                    log(f"{what}: {k} failed: {self.errors[k]}")
-            log(f"{what}: round {r + 1}/{rounds}")
-        self.load = meter.line()
-        self.load_raw = meter.raw
+        super().run(fns, rounds, log, what)
 
     def get(self, key: str) -> Samples:
         return self.samples.get(key) or Samples(key)

@@ -227,13 +227,16 @@ class Rounds:
                 if k in self.errors:
                     continue
                 try:
-                    self.samples[k].add(fns[k]())
+                    self._record(k, fns[k]())
                 except Exception as e:
                     self.errors[k] = _err(e)
                     log(f"{what}: {k} failed: {self.errors[k]}")
             log(f"{what}: round {r + 1}/{rounds}")
         self.load = meter.line()
         self.load_raw = meter.raw
+
+    def _record(self, key: str, value: Any) -> None:
+        self.samples[key].add(value)
 
     def med(self, key: str) -> float:
         return self.samples[key].median
