@@ -475,13 +475,10 @@ Targets:
 
 {table(("target", "measured (median of the ratio's column)", ""), targets, align="lll")}
 """
-    raw = {
-        "ns": {k: s_.ns for k, s_ in rounds.samples.items()},
-        "errors": rounds.errors,
-        "mib": cfg.scatter_mib,
-        "replicas_after": replicas,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        mib=cfg.scatter_mib,
+        replicas_after=replicas,
+    )
     return body, raw
 
 
@@ -670,16 +667,13 @@ Targets:
 
 {table(("target", "measured (median)", ""), targets, align="lll")}
 """
-    raw = {
-        "ns": {k: s_.ns for k, s_ in rounds.samples.items()},
-        "errors": rounds.errors,
-        "shape": (rows_n, cols),
-        "chunk_rows": cr,
-        "map_blocks_chunks": str(mb_chunks),
-        "held_after_bytes": held,
-        "held_wait_s": held_wait,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        shape=(rows_n, cols),
+        chunk_rows=cr,
+        map_blocks_chunks=str(mb_chunks),
+        held_after_bytes=held,
+        held_wait_s=held_wait,
+    )
     return body, raw
 
 
@@ -754,12 +748,9 @@ chunk; chunksize 1 makes one scattered item and one task per item.
 
 {table(headers, rows, align="llrrrrr")}
 """
-    raw = {
-        "ns": {k: s_.ns for k, s_ in rounds.samples.items()},
-        "errors": rounds.errors,
-        "tasks": n,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        tasks=n,
+    )
     return body, raw
 
 

@@ -238,6 +238,16 @@ class Rounds:
     def _record(self, key: str, value: Any) -> None:
         self.samples[key].add(value)
 
+    def raw(self, **extra: Any) -> dict[str, Any]:
+        """What a section writes to benchmarks/out/: every timing, the
+        errors and the machine's load, and `extra`."""
+        return {
+            "ns": {k: s.ns for k, s in self.samples.items()},
+            **extra,
+            "errors": self.errors,
+            "load": self.load_raw,
+        }
+
     def med(self, key: str) -> float:
         return self.samples[key].median
 
@@ -643,13 +653,10 @@ Targets:
 
 {versions_line()}
 """
-    raw = {
-        "ns": {k: s.ns for k, s in rounds.samples.items()},
-        "us_per_task": us,
-        "tasks": {k: _n_tasks(cfg, k) for k in keys},
-        "errors": rounds.errors,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        us_per_task=us,
+        tasks={k: _n_tasks(cfg, k) for k in keys},
+    )
     return Result("(a) Per-task overhead", body, raw)
 
 
@@ -866,13 +873,10 @@ Targets:
 
 {versions_line()}
 """
-    raw = {
-        "ns": {k: s.ns for k, s in rounds.samples.items()},
-        "ideal_s": ideal,
-        "overshoot_s": over,
-        "errors": rounds.errors,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        ideal_s=ideal,
+        overshoot_s=over,
+    )
     return Result("(b) Uneven tasks", body, raw)
 
 
@@ -1199,13 +1203,10 @@ Targets:
 
 {versions_line()}
 """
-    raw = {
-        "ns": {k: s.ns for k, s in rounds.samples.items()},
-        "errors": rounds.errors,
-        "hugepages": hugepages_line(),
-        "shape": shape,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        hugepages=hugepages_line(),
+        shape=shape,
+    )
     return Result(f"(c) Seed workload: outer product into a {nbytes / 1e9:.1f} GB result", body, raw)
 
 
@@ -1349,12 +1350,9 @@ Target:
 
 {versions_line()}
 """
-    raw = {
-        "ns": {k: s.ns for k, s in rounds.samples.items()},
-        "errors": rounds.errors,
-        "shape": shape,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw(
+        shape=shape,
+    )
     return Result("(d) CPU-bound blocks: speedup with 2 workers", body, raw)
 
 
@@ -1562,11 +1560,7 @@ Targets:
 
 {versions_line()}
 """
-    raw = {
-        "ns": {k: s.ns for k, s in rounds.samples.items()},
-        "errors": rounds.errors,
-        "load": rounds.load_raw,
-    }
+    raw = rounds.raw()
     return Result("(e) Pool start-up to first result", body, raw)
 
 

@@ -187,17 +187,15 @@ def _split_ref(ref: Any) -> tuple[tuple, str]:
     raise ValueError("bad ndshm handle")
 
 
-def foreign_host(ref: Any) -> str | None:
-    """The host a handle's segment lives on, if it is not this one."""
-    host = _split_ref(ref)[1]
-    return None if host == hosts.LABEL else host
-
-
 def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
     """Maps the segment a handle names (reusing this process's mapping)."""
     seg_ref, host = _split_ref(ref)
     if host != hosts.LABEL:
-        raise hosts.ForeignHandle(host, ()).error()
+        raise hosts.foreign_error(host)
+    return _attach_seg(seg_ref, readonly)
+
+
+def _attach_seg(seg_ref: tuple, readonly: bool) -> _native.Segment:
     if len(seg_ref) == 2:
         name, seg_id = seg_ref
         if not 0 < seg_id < 2**64:
@@ -223,8 +221,8 @@ def _rebuild(
 ) -> SharedArray | hosts.ForeignHandle:
     """Unpickles a handle: maps the segment (once per process) and rebuilds
     the view; on another host, a :class:`ForeignHandle` that passes it on."""
-    host = foreign_host(ref)
-    if host is not None:
+    seg_ref, host = _split_ref(ref)
+    if host != hosts.LABEL:
         return hosts.ForeignHandle(host, (ref, offset, shape, strides, dtype, readonly))
     if type(offset) is not int or not -_I64 <= offset < _I64:
         raise ValueError("bad ndshm handle: offset")
@@ -232,7 +230,7 @@ def _rebuild(
         raise ValueError("bad ndshm handle")
     shape = _int_tuple(shape, "shape")
     strides = _int_tuple(strides, "strides")
-    seg = attach_ref(ref, readonly)
+    seg = _attach_seg(seg_ref, readonly)
     if dtype is None:
         dt = _seg_dtype(seg)
     elif isinstance(dtype, np.dtype):

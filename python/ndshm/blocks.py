@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .arrays import populate
+from .hosts import ForeignHandle
 
 __all__ = ["blocks", "normalize_chunks"]
 
@@ -146,13 +147,20 @@ class BlockRunner:
         }
         return info
 
-    def __call__(self, index: int) -> None:
+    def __call__(self, index: int, parts: list | None = None) -> np.ndarray | None:
+        """Runs block `index` on `parts` (by default, slices of the inputs).
+        Writes the result into `out`, or returns it in a process on another
+        host than `out` (the caller writes it)."""
         loc = self.location(index)
         sl = self.slices(loc)
+        if parts is None:
+            parts = [a[sl] for a in self.arrays]
+        if isinstance(self.out, ForeignHandle):
+            return self.apply(loc, sl, parts, None)
         target = self.out[sl]
         if self.lazy:
             populate(target)
-        self.apply(loc, sl, [a[sl] for a in self.arrays], target)
+        return self.apply(loc, sl, parts, target)
 
     def apply(
         self, loc: tuple[int, ...], sl: tuple[slice, ...], parts: list, target: np.ndarray | None

@@ -26,6 +26,16 @@ def node_of(label: str) -> str:
     return label.rpartition("/")[0] or label
 
 
+def foreign_error(host: str) -> ValueError:
+    """The error for using, here, an array that lives on `host`."""
+    return ValueError(
+        f"this ndshm array lives in shared memory on host {node_of(host)!r} "
+        f"({host}), but this process runs on host {node_of(LABEL)!r} ({LABEL}); "
+        "shared memory cannot cross hosts. Send it through ndshm.dask's serializer "
+        "(which sends the bytes to other hosts), or send a copy (numpy.array(a))."
+    )
+
+
 class ForeignHandle:
     """A handle to a shared array that lives on another host.
 
@@ -44,12 +54,7 @@ class ForeignHandle:
         return (_rebuild, self._args)
 
     def error(self) -> ValueError:
-        return ValueError(
-            f"this ndshm array lives in shared memory on host {node_of(self.host)!r} "
-            f"({self.host}), but this process runs on host {node_of(LABEL)!r} ({LABEL}); "
-            "shared memory cannot cross hosts. Send it through ndshm.dask's serializer "
-            "(which sends the bytes to other hosts), or send a copy (numpy.array(a))."
-        )
+        return foreign_error(self.host)
 
     def _refuse(self, *_: Any, **__: Any) -> NoReturn:
         raise self.error()

@@ -18,6 +18,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
+from .. import hosts
 from ..arrays import SharedArray, _segment_of, empty_lazy, populate
 from ..hosts import ForeignHandle
 
@@ -67,9 +68,7 @@ _hosts_seen: dict[str, list[str]] = {}
 
 
 def _label() -> str:
-    from ndshm.hosts import LABEL
-
-    return LABEL
+    return hosts.LABEL
 
 
 def _workers_on(client: Any, host: str) -> list[str]:

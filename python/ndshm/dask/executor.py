@@ -17,7 +17,6 @@ import numpy as np
 
 from ..arrays import SharedArray, populate
 from ..blocks import BlockRunner, _auto
-from ..hosts import ForeignHandle
 
 __all__ = ["map_blocks_on", "map_on"]
 
@@ -80,19 +79,6 @@ def map_on(client: Any, fn: Callable, iterable: Iterable, chunksize: int | None,
         client.cancel(futures + data)
 
 
-def _run_block(runner: BlockRunner, index: int, parts: list) -> np.ndarray | None:
-    """One block on a worker: written into `out` in place where `out` can
-    be mapped, else returned."""
-    loc = runner.location(index)
-    sl = runner.slices(loc)
-    if isinstance(runner.out, ForeignHandle):
-        return runner.apply(loc, sl, parts, None)
-    target = runner.out[sl]
-    if runner.lazy:
-        populate(target)
-    return runner.apply(loc, sl, parts, target)
-
-
 def block_bytes(client: Any, shape: tuple[int, ...], itemsize: int) -> int:
     """Bytes per block when `chunks` is not given."""
     total = math.prod(shape) * itemsize
@@ -120,7 +106,8 @@ def map_blocks_on(client: Any, runner: BlockRunner, out: SharedArray, progress: 
         sl = runner.slices(runner.location(index))
         inputs.append([a[sl] for a in runner.arrays])
     data = client.scatter(inputs, direct=True, hash=False)
-    futures = client.map(_run_block, [runner] * nblocks, range(nblocks), data, pure=False)
+    # The runner writes blocks in place where `out` maps, else returns them.
+    futures = client.map(runner, range(nblocks), data, pure=False)
     index_of = {fut.key: i for i, fut in enumerate(futures)}
     try:
         for fut in _progress(futures, progress, "block"):
