@@ -1078,3 +1078,29 @@ def test_handle_of_a_name_replaced_by_a_corrupt_file(shm_name):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() in ("ValueError", "FileNotFoundError")
     ndshm.delete(shm_name)
+
+
+def test_segment_array_refuses_a_mismatched_dtype_or_class():
+    """The native array builder trusts nothing it is given: an item size that
+    would reach past the data, or a class that is no ndarray, is refused."""
+    a = ndshm.zeros((4, 6), dtype=np.int32)
+    seg = _native.view_of(a)[0]
+    for dt in (np.dtype(np.int64), np.dtype("S5"), np.dtype(np.int8)):
+        with pytest.raises(ValueError, match="does not match"):
+            seg.array(np.ndarray, dt)
+    with pytest.raises(TypeError, match="ndarray"):
+        seg.array(list, np.dtype(np.int32))
+    # Same item size, another type: allowed (it is the caller's reading of the bytes).
+    f = seg.array(np.ndarray, np.dtype(np.float32))
+    assert f.shape == (4, 6) and f.base is seg and f.__array_interface__["data"][0] == seg.address
+
+
+def test_segment_array_keeps_order_and_readonly(shm_name):
+    a = ndshm.zeros((3, 5), dtype=np.float64, order="F", name=shm_name)
+    a[1, 2] = 7.0
+    r = ndshm.attach(shm_name, readonly=True)
+    assert r.flags.f_contiguous and not r.flags.writeable and r[1, 2] == 7.0
+    with pytest.raises(ValueError):
+        r[0, 0] = 1.0
+    del a, r
+    ndshm.delete(shm_name)

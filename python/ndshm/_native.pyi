@@ -1,8 +1,12 @@
 """Type stubs for the Rust extension (checked against the built module by mypy.stubtest)."""
 
-from typing import Any, final
+from typing import Any, TypeVar, final
+
+import numpy as np
 
 from typing_extensions import disjoint_base
+
+_A = TypeVar("_A", bound=np.ndarray[Any, Any])
 
 __all__ = [
     "FORMAT_VERSION",
@@ -72,6 +76,7 @@ class Segment:
     def note_sent(self) -> None: ...
     def held_by_creator(self) -> bool: ...
     def populate(self, offset: int, len: int) -> None: ...
+    def array(self, cls: type[_A], dtype: np.dtype[Any]) -> _A: ...
 
 class LockOwnerDied(RuntimeWarning): ...
 

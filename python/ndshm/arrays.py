@@ -246,9 +246,7 @@ def _rebuild(
 
 
 def _wrap(seg: _native.Segment) -> SharedArray:
-    dt = _seg_dtype(seg)
-    order = "F" if seg.fortran_order else "C"
-    return np.ndarray.__new__(SharedArray, seg.shape, dt, buffer=seg, order=order)
+    return seg.array(SharedArray, _seg_dtype(seg))
 
 
 def _create(

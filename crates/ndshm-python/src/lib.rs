@@ -1,6 +1,7 @@
 //! `ndshm._native`: thin bindings over the `ndshm` crate. Logic lives in the
 //! core; this file converts types and maps errors (once, in `errors`).
 
+mod array;
 mod dispatch;
 mod errors;
 mod lock;
@@ -68,6 +69,16 @@ impl PySegment {
     #[getter]
     fn address(&self) -> usize {
         self.seg.data_ptr() as usize
+    }
+
+    /// The segment's data as an array of type `cls` (numpy.ndarray or a
+    /// subclass) with `dtype`, which must match the header.
+    fn array<'py>(
+        slf: &Bound<'py, Self>,
+        cls: &Bound<'py, pyo3::types::PyType>,
+        dtype: &Bound<'py, numpy::PyArrayDescr>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        array::array_of(slf, cls, dtype)
     }
 
     /// Allocates the data bytes `[offset, offset + len)` of a lazy segment

@@ -186,6 +186,14 @@ impl Header {
         // Only the dict matters: drop the padding (spaces and the final
         // newline) before decoding, instead of parsing ~4 KB of spaces.
         let mut end = PAGE;
+        if page[end - 1] == b'\n' {
+            end -= 1;
+        }
+        // Whole runs of spaces first (compared a block at a time), then bytes.
+        const SPACES: [u8; 64] = [b' '; 64];
+        while end - pre >= SPACES.len() && page[end - SPACES.len()..end] == SPACES {
+            end -= SPACES.len();
+        }
         while end > pre && matches!(page[end - 1], b' ' | b'\n') {
             end -= 1;
         }

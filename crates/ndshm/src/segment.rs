@@ -130,8 +130,7 @@ fn validate_file(file: &File, len: u64) -> std::result::Result<(Header, Control)
     if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
         return Err(FormatError::BadLength { len });
     }
-    let mut header = Box::new([0u8; PAGE]);
-    let mut control = Box::new([0u8; PAGE]);
+    let (mut header, mut control) = ([0u8; PAGE], [0u8; PAGE]);
     file.read_exact_at(&mut header[..], 0).map_err(|_| FormatError::BadLength { len })?;
     file.read_exact_at(&mut control[..], len - PAGE as u64).map_err(|_| FormatError::BadLength { len })?;
     format::validate(len, &header, &control)
