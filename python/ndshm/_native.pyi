@@ -3,7 +3,6 @@
 from typing import Any, TypeVar, final
 
 import numpy as np
-
 from typing_extensions import disjoint_base
 
 _A = TypeVar("_A", bound=np.ndarray[Any, Any])
