@@ -25,6 +25,7 @@ pub mod error;
 pub mod format;
 pub mod handoff;
 pub mod host;
+pub mod huge;
 pub mod literal;
 pub mod lock;
 pub mod memory;

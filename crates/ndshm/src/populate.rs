@@ -30,7 +30,12 @@ fn threads_for(len: usize) -> usize {
 
 /// Splits `0..len` into at most `n` page-aligned ranges.
 fn ranges(len: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
-    let step = len.div_ceil(n).div_ceil(PAGE) * PAGE;
+    ranges_aligned(len, n, PAGE)
+}
+
+/// Splits `0..len` into at most `n` ranges starting at multiples of `align`.
+fn ranges_aligned(len: usize, n: usize, align: usize) -> impl Iterator<Item = (usize, usize)> {
+    let step = len.div_ceil(n).div_ceil(align) * align;
     (0..n).map(move |i| (i * step, ((i + 1) * step).min(len))).filter(|(a, b)| a < b)
 }
 
@@ -76,6 +81,48 @@ pub unsafe fn populate(file: &File, base: *mut u8, ptr: *mut u8, len: usize) -> 
         Err(rustix::io::Errno::INVAL) => fallocate(file, start, end - start),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Allocates all `total` bytes of the file mapped writable at `map` by
+/// populating the mapping on several threads, and copies `src_len` bytes
+/// from `src` (may be null when `src_len` is 0) to offset `data_offset`.
+/// The way to reserve memory that should get huge pages: `fallocate`
+/// never allocates them under the `advise` policy, faults through a marked
+/// mapping do (see `crate::huge`).
+///
+/// # Safety
+/// `map` must be a writable shared mapping of the whole file, and `src`
+/// valid for reads of `src_len` bytes, not overlapping the mapping.
+pub unsafe fn reserve_mapped(
+    map: *mut u8,
+    total: usize,
+    data_offset: usize,
+    src: *const u8,
+    src_len: usize,
+) -> io::Result<()> {
+    let n = threads_for(total);
+    let (m, s) = (map as usize, src as usize);
+    let part = move |(a, b): (usize, usize)| -> io::Result<()> {
+        // SAFETY: [a, b) lies inside the caller's mapping; populating changes no data.
+        unsafe { rustix::mm::madvise((m + a) as *mut _, b - a, rustix::mm::Advice::LinuxPopulateWrite) }?;
+        let (lo, hi) = (a.max(data_offset), b.min(data_offset + src_len));
+        if lo < hi {
+            // SAFETY: both ranges are in bounds (the source's by the caller's
+            // promise), disjoint from every other thread's, and the pages are
+            // allocated (populated above), so no SIGBUS.
+            unsafe { std::ptr::copy_nonoverlapping((s + lo - data_offset) as *const u8, (m + lo) as *mut u8, hi - lo) };
+        }
+        Ok(())
+    };
+    if n == 1 {
+        return part((0, total));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            ranges_aligned(total, n, crate::huge::MIN_LEN).map(|r| scope.spawn(move || part(r))).collect();
+        // The scope joins every thread; the first error is the answer.
+        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))))
+    })
 }
 
 /// Allocates all of `file` (`total` bytes, mapped writable at `map`) and
@@ -160,6 +207,26 @@ mod tests {
             for w in rs.windows(2) {
                 assert_eq!(w[0].1, w[1].0);
             }
+        }
+    }
+
+    #[test]
+    fn reserve_mapped_is_exact_for_every_split() {
+        for src_len in [0usize, 1, 4095, (5 << 20) + 7, (70 << 20) + 123] {
+            let src: Vec<u8> = (0..src_len).map(|i| (i * 7 % 251) as u8 + 1).collect();
+            let total = PAGE + src_len.div_ceil(PAGE) * PAGE + PAGE;
+            let file: File = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap().into();
+            file.set_len(total as u64).unwrap();
+            let map = memmap2::MmapOptions::new().len(total).map_raw(&file).unwrap();
+            // SAFETY: map is a writable mapping of the whole file; src is a Vec.
+            unsafe { reserve_mapped(map.as_mut_ptr(), total, PAGE, src.as_ptr(), src_len).unwrap() };
+            let mut back = vec![0u8; total];
+            file.read_exact_at(&mut back, 0).unwrap();
+            assert!(back[PAGE..PAGE + src_len] == src[..], "len {src_len}");
+            assert!(back[..PAGE].iter().chain(&back[PAGE + src_len..]).all(|&b| b == 0));
+            // Every page is allocated.
+            let st = rustix::fs::fstat(&file).unwrap();
+            assert!(st.st_blocks as usize * 512 >= total, "len {src_len}");
         }
     }
 

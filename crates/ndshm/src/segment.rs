@@ -6,7 +6,7 @@
 
 use crate::error::{is_no_space, Result, SegmentError};
 use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
-use crate::{handoff, memory, name, populate, process};
+use crate::{handoff, huge, memory, name, populate, process};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::collections::HashMap;
@@ -136,6 +136,12 @@ fn validate_file(file: &File, len: u64) -> std::result::Result<(Header, Control)
     format::validate(len, &header, &control)
 }
 
+/// Whether a segment of `len` bytes, anonymous or named in `named_dir`,
+/// should ask for huge pages (see `crate::huge`).
+fn want_huge(len: usize, named_dir: Option<&std::path::Path>) -> bool {
+    len >= huge::MIN_LEN && huge::policy(named_dir).wanted()
+}
+
 fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
     let mut opts = MmapOptions::new();
     opts.len(len as usize);
@@ -251,13 +257,25 @@ impl Segment {
                 rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
             }
             let m = map(&file, total, true).map_err(|e| SegmentError::io("mmap", e))?;
+            let huge = want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
+            if huge {
+                // SAFETY: the whole mapping.
+                unsafe { huge::advise(m.as_mut_ptr(), total as usize) };
+            }
             let filled = match src {
-                // SAFETY: `m` maps the whole file writable; the caller vouches
-                // for the source.
+                // SAFETY (both): `m` maps the whole file writable; the caller
+                // vouches for the source.
+                Some((p, n)) if huge => unsafe {
+                    populate::reserve_mapped(m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
+                },
                 Some((p, n)) => unsafe {
                     populate::reserve_and_copy(&file, m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
                 },
                 None if lazy => populate::reserve_edges(&file, total as usize),
+                // SAFETY: `m` maps the whole file writable; no source.
+                None if huge => unsafe {
+                    populate::reserve_mapped(m.as_mut_ptr(), total as usize, DATA_OFFSET, std::ptr::null(), 0)
+                },
                 None => populate::reserve(&file, total as usize),
             };
             filled.map_err(|e| no_room_or_io(e, "reserve memory"))?;
@@ -505,6 +523,10 @@ impl Segment {
             Ok(m) => m,
             Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
         };
+        if want_huge(len as usize, seg_name.map(|_| name::dir()).as_deref()) {
+            // SAFETY: the whole mapping.
+            unsafe { huge::advise(map.as_mut_ptr(), len as usize) };
+        }
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
