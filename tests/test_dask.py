@@ -29,7 +29,7 @@ import psutil
 import pytest
 from dask.base import tokenize
 from dask.sizeof import sizeof
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 from distributed.protocol import deserialize, deserialize_bytes, serialize, serialize_bytelist
 from procwatch import alive, wait_for
 
@@ -530,6 +530,36 @@ def test_compute_into_and_store_equal_numpy(client, xy):
     assert not big[:, 1::2].any()
 
 
+def test_store_edge_shapes(client):
+    """0-d, empty and one-chunk arrays, and a transposed expression whose
+    chunks run across out's memory order."""
+    out = ndshm.zeros(())
+    ndshm.dask.store(da.from_array(np.float64(5.0), chunks=()), out)
+    assert out == 5.0
+    empty = ndshm.zeros((0, 4))
+    ndshm.dask.store(da.zeros((0, 4), chunks=2), empty)
+    a = ndshm.from_array(np.arange(12.0).reshape(3, 4))
+    got = ndshm.dask.compute_into(ndshm.dask.to_dask(a, chunks=(1, 4)).T + 1)
+    np.testing.assert_array_equal(got, a.T + 1)
+    one = ndshm.zeros((3, 4))
+    ndshm.dask.store(ndshm.dask.to_dask(a, chunks=-1) * 2, one)
+    np.testing.assert_array_equal(one, a * 2)
+
+
+def test_store_runs_each_chunk_where_it_is_computed(client, xy):
+    """The store step is fused with the step that makes the chunk: one task
+    per chunk does both, so no chunk travels between workers."""
+    x, y = xy
+    out = ndshm.zeros((400, 300))
+    with get_task_stream(client) as ts:
+        ndshm.dask.store(expression(x, y), out)
+    np.testing.assert_allclose(out, x * 2 + np.sin(y) - x * y, rtol=1e-15)
+    names = [str(t["key"][0] if isinstance(t["key"], tuple) else t["key"]) for t in ts.data]
+    stores = [n for n in names if n.startswith("ndshm-store")]
+    assert len(stores) == 8
+    assert not any(ss["action"] == "transfer" for t in ts.data for ss in t["startstops"])
+
+
 def test_store_refuses_bad_outputs_before_any_work(client, xy):
     x, _ = xy
     counter = ndshm.zeros(1, dtype=np.int64)
@@ -743,7 +773,7 @@ import os
 import sys
 
 import numpy as np
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, get_task_stream
 
 import ndshm
 from ndshm.arrays import _segment_of

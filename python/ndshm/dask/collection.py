@@ -141,7 +141,7 @@ def _may_overlap_itself(a: np.ndarray) -> bool:
 
 
 def _write(out: np.ndarray, region: tuple[slice, ...], block: Any, lock: bool, lazy: bool) -> None:
-    dst = out[region]
+    dst = out[(*region, ...)]  # a view even for a 0-d out
     if lazy:
         populate(dst)
     if lock:
@@ -158,6 +158,17 @@ def _store_block(block: Any, ref: Ref, region: tuple[slice, ...], lock: bool, la
         return region, np.asarray(block)
     _write(ref.array, region, block, lock, lazy)
     return None
+
+
+def _store_chunk(
+    block: Any, ref: Ref, starts: list, lock: bool, lazy: bool, block_id: tuple[int, ...] = ()
+) -> np.ndarray:
+    """The store step of one chunk (see :func:`store`): a one-element object
+    array holding what :func:`_store_block` returned."""
+    region = tuple(slice(s[i], s[i] + n) for s, i, n in zip(starts, block_id, np.shape(block)))
+    res = np.empty((1,) * len(region), dtype=object)
+    res.flat[0] = _store_block(block, ref, region, lock, lazy)
+    return res
 
 
 def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: bool = False) -> SharedArray:
@@ -183,13 +194,21 @@ def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: boo
     if lock is None:
         lock = _may_overlap_itself(out)
     ref = Ref(out)
-    starts = [np.cumsum((0, *c)) for c in x.chunks]
-    parts = x.to_delayed().ravel()
-    tasks = []
-    for part in parts:
-        loc = part.key[1:]
-        region = tuple(slice(int(s[i]), int(s[i + 1])) for s, i in zip(starts, loc))
-        tasks.append(dask.delayed(_store_block, pure=False)(part, ref, region, lock, _lazy))
+    # One store step per chunk, fused by dask with the step that computes
+    # the chunk: the chunk is written where it was made, never moved.
+    starts = [tuple(int(v) for v in np.cumsum((0, *c))[:-1]) for c in x.chunks]
+    done = x.map_blocks(
+        _store_chunk,
+        ref,
+        starts,
+        lock,
+        _lazy,
+        dtype=object,
+        chunks=tuple((1,) * len(c) for c in x.chunks),
+        meta=np.empty((0,) * x.ndim, dtype=object),
+        name=f"ndshm-store-{tokenize(x, ref, lock, _lazy)}",
+    )
+    tasks = done.to_delayed().ravel().tolist()
     client = _client()
     if client is None:
         dask.compute(*tasks)
@@ -199,7 +218,7 @@ def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: boo
     futures = client.compute(tasks)
     try:
         for fut in as_completed(futures):
-            back = fut.result()
+            back = fut.result().flat[0]
             if back is not None:
                 _write(out, back[0], back[1], lock, _lazy)
     finally:
