@@ -8,15 +8,19 @@ suites written by different people can share the file.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,8 +288,6 @@ class Progress:
         self.t0 = time.monotonic()
 
     def __call__(self, msg: str) -> None:
-        import sys
-
         print(f"[{time.monotonic() - self.t0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
@@ -319,3 +321,197 @@ def package_version(dist: str) -> str:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not installed"
+
+
+# ---------------------------------------------------------------- huge pages for shared memory
+
+THP = Path("/sys/kernel/mm/transparent_hugepage")
+SHMEM_ENABLED = THP / "shmem_enabled"
+# ndshm re-reads shmem_enabled at most once a second (in every process,
+# pool workers included): after a switch, wait this long before timing.
+THP_SETTLE_S = 1.1
+THP_MODE = "advise"
+
+
+def sysfs_choice(path: str | Path) -> str | None:
+    """The bracketed choice of a sysfs setting (``always [never] ...``)."""
+    try:
+        m = re.search(r"\[([\w-]+)\]", Path(path).read_text())
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+def shmem_thp_selected() -> str | None:
+    """The selected value of shmem_enabled (None: no shmem THP here)."""
+    return sysfs_choice(SHMEM_ENABLED)
+
+
+def shmem_thp_unavailable() -> str | None:
+    """Why shmem_enabled cannot be switched here, or None if it can."""
+    if shmem_thp_selected() is None:
+        return f"`{SHMEM_ENABLED}` is absent (a kernel without transparent huge pages for shmem)"
+    if not os.access(SHMEM_ENABLED, os.W_OK):
+        return f"`{SHMEM_ENABLED}` is not writable (the benchmark is not running as root)"
+    return None
+
+
+def _write_shmem(mode: str) -> None:
+    SHMEM_ENABLED.write_text(mode)
+
+
+def _sigterm_raises() -> Callable[[], None]:
+    """While shmem_enabled is switched, SIGTERM raises SystemExit (so the
+    restoring `finally` runs) if nothing else handles it; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def shmem_thp(mode: str = THP_MODE) -> Iterator[bool]:
+    """Switches transparent huge pages for shared memory (memfd, so ndshm's
+    anonymous segments) to `mode` for the block, then puts the previously
+    selected value back. Yields whether it could switch: False (nothing
+    changed) where shmem_enabled is absent or not writable.
+
+    The switch is system-wide, so the previous value is restored whatever
+    happens: on leaving the block (exceptions and KeyboardInterrupt
+    included), by an atexit hook while switched, and on SIGTERM (raised as
+    SystemExit, unless the process handles SIGTERM itself). After each
+    switch it sleeps THP_SETTLE_S, so that ndshm in this process and in
+    running workers has re-read the setting."""
+    before = shmem_thp_selected()
+    if before is None or shmem_thp_unavailable() is not None:
+        yield False
+        return
+    try:
+        _write_shmem(mode)
+    except OSError:
+        yield False
+        return
+
+    def restore() -> None:
+        with suppress(OSError):
+            _write_shmem(before)
+
+    atexit.register(restore)
+    undo_sigterm = _sigterm_raises()
+    try:
+        time.sleep(THP_SETTLE_S)
+        yield True
+    finally:
+        now = shmem_thp_selected()
+        if now != mode:
+            print(
+                f"WARNING: {SHMEM_ENABLED} was switched to {now!r} by another process while the "
+                f"benchmark had it at {mode!r}; putting back {before!r}",
+                file=sys.stderr,
+                flush=True,
+            )
+        try:
+            _write_shmem(before)
+        finally:
+            atexit.unregister(restore)
+            undo_sigterm()
+    time.sleep(THP_SETTLE_S)  # what runs next sees the restored setting
+
+
+def dev_shm_huge() -> str:
+    """The huge= option of the /dev/shm mount (named segments, SharedMemory)."""
+    huge = "?"
+    with suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            f = line.split()
+            if len(f) > 3 and f[1] == "/dev/shm":
+                m = re.search(r"huge=(\w+)", f[3])
+                huge = m.group(1) if m else "never (no huge= option)"
+    return huge
+
+
+def huge_mib(a: Any, pid: int | str = "self") -> tuple[float, float]:
+    """(MiB mapped as huge pages, MiB of the mapping) of the mapping that
+    holds array `a`'s data in process `pid` (from /proc/PID/smaps). Only
+    pages this process has touched count: see `touch_pages`."""
+    addr = a.__array_interface__["data"][0]
+    inside, huge, size = False, 0, 0
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+            head = line.split(" ", 1)[0]
+            if "-" in head and ":" not in head:
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= addr < hi
+                if inside:
+                    size = hi - lo
+            elif inside and line.startswith(("ShmemPmdMapped:", "FilePmdMapped:")):
+                huge += int(line.split()[1]) * KiB
+    return huge / MiB, size / MiB
+
+
+def touch_pages(a: Any) -> None:
+    """Reads one element per 4 KiB page of a contiguous array, so that every
+    page is mapped in this process (as a huge page where it is one)."""
+    import numpy as np
+
+    flat = np.asarray(a).reshape(-1).view(np.uint8)
+    int(flat[::4096].sum())
+
+
+def huge_check(a: Any, touch: bool = False) -> str:
+    """How much of `a`'s mapping is in huge pages here, as a short phrase."""
+    if touch:
+        touch_pages(a)
+    huge, size = huge_mib(a)
+    return f"{huge:,.0f} of {size:,.0f} MiB"
+
+
+def shmem_thp_text(
+    switched: bool,
+    rows: str,
+    before: str | None,
+    probe: str = "",
+    held: bool = True,
+    mode: str = THP_MODE,
+) -> str:
+    """The paragraph that explains the rows run with shmem THP switched:
+    `rows` names them, `before` is the value put back, `probe` says how much
+    of a result was in huge pages, `held` whether shmem_enabled still read
+    `mode` at the end of the block (another process may switch it too)."""
+    mount = dev_shm_huge()
+    if not switched:
+        return (
+            f"Huge pages for shared memory: not measured, the rows with shmem THP `{mode}` were "
+            f"skipped: {shmem_thp_unavailable() or 'switching shmem_enabled failed'}. SharedMemory and "
+            f"named segments live on /dev/shm, whose tmpfs mount option (huge={mount}), not "
+            f"shmem_enabled, governs them."
+        )
+    return (
+        f'Rows marked "shmem THP `{mode}`" ran in a block of their own after the others: the '
+        f"benchmark (running as root) wrote `{mode}` to `{SHMEM_ENABLED}`, waited {THP_SETTLE_S:g} s "
+        f"(ndshm, here and in running workers, re-reads the setting at most once a second), ran two "
+        f"untimed warm-ups of each row and then its rounds, and put the previous value (`{before}`) "
+        f"back. Under `{mode}`, ndshm marks every mapping of an anonymous segment (memfd) of 2 MiB or "
+        f"more `MADV_HUGEPAGE` and reserves new segments through the mapping on several threads, so "
+        f"they get 2 MiB pages instead of 4 KiB ones. That applies to {rows}. SharedMemory and named "
+        f"segments live on /dev/shm, whose tmpfs mount option (huge={mount}), not shmem_enabled, "
+        f"governs them: the switch does not change them, so they are not repeated."
+        + (f" {probe}" if probe else "")
+        + (
+            ""
+            if held
+            else f" WARNING: shmem_enabled no longer read `{mode}` at the end of the block (another "
+            f"process switched it), so these rows may have run without huge pages."
+        )
+    )
+
+
+def thp_label(label: str, mode: str = THP_MODE) -> str:
+    """A row's label for its run with shmem THP switched to `mode`."""
+    return f"{label}, **shmem THP `{mode}`** (huge pages)"

@@ -29,7 +29,26 @@ from time import perf_counter_ns
 from typing import Any
 
 import numpy as np
-from common import GiB, KiB, MiB, Result, Samples, fmt_ratio, fmt_size, fmt_time, gc_paused, table, verdict
+from common import (
+    THP_MODE,
+    GiB,
+    KiB,
+    MiB,
+    Result,
+    Samples,
+    fmt_ratio,
+    fmt_size,
+    fmt_time,
+    gc_paused,
+    huge_check,
+    shmem_thp,
+    shmem_thp_selected,
+    shmem_thp_text,
+    shmem_thp_unavailable,
+    table,
+    thp_label,
+    verdict,
+)
 
 import ndshm
 from ndshm import _native
@@ -763,6 +782,9 @@ def _attach_pass(
 
 # ------------------------------------------------------------------ (c) from_array
 
+# Rows repeated with shmem THP switched on: the anonymous (memfd) ones.
+FROM_ARRAY_THP = ["anon", "empty_copyto"]
+
 
 def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
     nbytes = cfg.from_array_size
@@ -832,17 +854,42 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
         ("shm", "`SharedMemory(create=True, size)` + `np.copyto`", run_shm),
         ("private", "reference: `a.copy()` (private memory)", run_private),
     ]
-    fns = {k: f for k, _, f in rows_def}
-    samples = {k: Samples(k) for k in fns}
+    # The same anonymous rows, run in a block of their own with shmem THP
+    # switched on (anonymous segments are memfds, which shmem_enabled governs).
+    by_key = {k: (label, f) for k, label, f in rows_def}
+    rows_thp = [(f"{k}_thp", thp_label(by_key[k][0]), by_key[k][1]) for k in FROM_ARRAY_THP]
+    samples = {k: Samples(k) for k, _, _ in rows_def + rows_thp}
     rng = random.Random(3)
-    try:
-        for f in fns.values():  # warm-up
-            f()
+
+    def run_block(rows: list[tuple[str, str, Callable[[], int]]], warmups: int, what: str) -> None:
+        fns = {k: f for k, _, f in rows}
+        for _ in range(warmups):
+            for f in fns.values():
+                f()
         for r in range(cfg.from_array_reps):
             for key in schedule(dict.fromkeys(fns, 1), rng):
                 with gc_paused():
                     samples[key].add(fns[key]())
-            log(f"from_array: rep {r + 1}/{cfg.from_array_reps}, ndshm {fmt_time(samples['anon'].ns[-1])}")
+            log(f"{what}: rep {r + 1}/{cfg.from_array_reps}, ndshm {fmt_time(samples[rows[0][0]].ns[-1])}")
+
+    def probe() -> str:
+        b = ndshm.from_array(plain)
+        try:
+            return huge_check(b)
+        finally:
+            del b
+
+    huge: dict[str, str] = {}
+    switched, held = False, True
+    try:
+        run_block(rows_def, 1, "from_array")
+        huge["default"] = probe()
+        with shmem_thp() as switched:
+            if switched:
+                run_block(rows_thp, 2, f"from_array, shmem THP {THP_MODE}")
+                huge[THP_MODE] = probe()
+                held = shmem_thp_selected() == THP_MODE
+        before = shmem_thp_selected()  # the system's setting, put back
     finally:
         for name in made:
             _ndshm_delete(name)
@@ -860,18 +907,39 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
             fmt_ratio(samples[k].min / shm_min),
             fmt_ratio(samples[k].min / priv_min),
         )
-        for k, label, _ in rows_def
+        for k, label, _ in rows_def + (rows_thp if switched else [])
     ]
-    anon, named = samples["anon"], samples["named"]
+    anon, named, anon_thp = samples["anon"], samples["named"], samples["anon_thp"]
     limit = 400e6 * nbytes / GiB
+    what = f"`from_array` of {fmt_size(nbytes)} ≤ {fmt_time(limit)}"
     targets = [
         (
-            f"`from_array` of {fmt_size(nbytes)} ≤ {fmt_time(limit)} (median)",
+            f"{what} (median)",
             f"anonymous {fmt_time(anon.median)} (min {fmt_time(anon.min)}), "
             f"named {fmt_time(named.median)} (min {fmt_time(named.min)})",
             verdict(anon.median <= limit),
-        )
+        ),
+        (
+            f"{what} with huge pages (shmem THP `{THP_MODE}`, median)",
+            f"anonymous {fmt_time(anon_thp.median)} (min {fmt_time(anon_thp.min)})"
+            if switched
+            else f"not measured: {shmem_thp_unavailable() or 'switching failed'}",
+            verdict(anon_thp.median <= limit) if switched else "",
+        ),
     ]
+    probe_line = (
+        f"Huge pages in a result's mapping (one more `from_array` after each block, untimed; "
+        f"ShmemPmdMapped in /proc/self/smaps): default config {huge['default']}"
+        + (f", shmem THP `{THP_MODE}` {huge[THP_MODE]}." if THP_MODE in huge else ".")
+    )
+    thp_text = shmem_thp_text(
+        switched,
+        "the anonymous rows `ndshm.from_array(a)` and `ndshm.empty` + `np.copyto`; their ratios are to "
+        "the SharedMemory and private-copy rows of the default block, which the setting does not change",
+        before,
+        probe_line,
+        held,
+    )
     headers = (
         "contender",
         "median",
@@ -886,16 +954,21 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
 A shared copy of a {fmt_size(nbytes)} float64 array (`np.arange`, all pages
 written) that is made once before timing. Only creation + copy is timed;
 freeing (and unlinking) each copy happens between timings. The contenders
-run once per round in a shuffled order; {cfg.from_array_reps} rounds.
-`ndshm.from_array` reserves the memory with `fallocate` and copies with
-several threads; SharedMemory reserves nothing (pages are allocated by the
+run once per round in a shuffled order; {cfg.from_array_reps} rounds, after one
+untimed warm-up of each.
+`ndshm.from_array` reserves the memory with `fallocate` (where huge pages
+are allowed, by touching it through the mapping) and copies with several
+threads; SharedMemory reserves nothing (pages are allocated by the
 copy's page faults, and a full /dev/shm would SIGBUS). numpy's private copy
-may use transparent huge pages (`madvise` mode), which shared memory here
-does not (shmem THP is off), so it is a reference, not a contender.
+may use transparent huge pages (`madvise` mode), which shared memory does
+not in the system's configuration here (shmem THP `{before}`), so it is a
+reference, not a contender.
 Copies of 1 GiB are where this shared 2-CPU machine is noisiest: when a
 contender's median is far above its min, other work was running during
 some of its rounds, and the mins are the better guide to what the code
 itself costs.
+
+{thp_text}
 
 {table(headers, rows)}
 
@@ -903,7 +976,11 @@ Targets:
 
 {table(("target", "measured", ""), targets, align="lll")}
 """
-    return Result("(c) from_array", body, {"from_array": {k: s.ns for k, s in samples.items()}})
+    raw = {
+        "from_array": {k: s.ns for k, s in samples.items()},
+        "shmem_thp": {"switched": switched, "before": before, "held": held, "huge_mib": huge},
+    }
+    return Result("(c) from_array", body, raw)
 
 
 BENCHMARKS: dict[str, Callable[[Config, Callable[[str], None]], Result]] = {

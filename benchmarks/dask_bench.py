@@ -150,16 +150,14 @@ class Rounds(pool_bench.Rounds):
             self.samples.setdefault(k, Samples(k)).add(ns)
 
     def run(
-        self, fns: dict[str, Callable[[], Any]], rounds: int, log: Callable[[str], None], what: str
+        self,
+        fns: dict[str, Callable[[], Any]],
+        rounds: int,
+        log: Callable[[str], None],
+        what: str,
+        warmups: int = 1,
     ) -> None:
-        for k in fns:
-            try:
-                fns[k]()
-            except Exception as e:
-                self.errors[k] = _err(e)
-                log(f"{what}: {k} failed: {self.errors[k]}")
-        log(f"{what}: warmed up")
-        super().run(fns, rounds, log, what)
+        super().run(fns, rounds, log, what, warmups)
 
     def get(self, key: str) -> Samples:
         return self.samples.get(key) or Samples(key)
@@ -492,6 +490,8 @@ SEED_ROWS = [
     ("map_blocks", "`ndshm.map_blocks(np.multiply, ys[:, None], xs[None, :], executor=client)`"),
     ("numpy", "reference: numpy, one process: `np.multiply.outer(y, x)`"),
 ]
+# Rows repeated with shmem THP switched on: the shared results (memfds).
+SEED_THP = ["into", "map_blocks"]
 
 
 def _row_chunks(rows: int, per: int, cols: int) -> tuple[tuple[int, ...], tuple[int]]:
@@ -560,20 +560,46 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
     def map_blocks() -> np.ndarray:
         return ndshm.map_blocks(np.multiply, keep["ys"][:, None], keep["xs"][None, :], executor=client)
 
-    fns: dict[str, Callable[[], Any]] = {
-        "dask": lambda: timed(
-            "dask",
-            lambda: (da.from_array(y, chunks=cr)[:, None] * da.from_array(x, chunks=-1)[None, :]).compute(),
-        ),
-        "into": lambda: timed("into", lambda: into(cr)),
-        "into_big": lambda: timed("into_big", lambda: into(cfg.seed_big_chunk_rows)),
-        "map_blocks": lambda: timed("map_blocks", map_blocks),
-        "numpy": lambda: timed("numpy", lambda: np.multiply.outer(y, x)),
+    makers: dict[str, Callable[[], np.ndarray]] = {
+        "dask": lambda: (
+            da.from_array(y, chunks=cr)[:, None] * da.from_array(x, chunks=-1)[None, :]
+        ).compute(),
+        "into": lambda: into(cr),
+        "into_big": lambda: into(cfg.seed_big_chunk_rows),
+        "map_blocks": map_blocks,
+        "numpy": lambda: np.multiply.outer(y, x),
     }
+
+    def contenders(keys: list[str], suffix: str = "") -> dict[str, Callable[[], Any]]:
+        return {k + suffix: lambda k=k: timed(k + suffix, makers[k]) for k in keys}
+
+    def probe() -> str:
+        """How much of a fresh `compute_into` result is in huge pages (untimed)."""
+        r = into(cr)
+        try:
+            return common.huge_check(r, touch=True)
+        finally:
+            del r
+            c.settle()
+
     rounds = Rounds(seed=62)
+    thp = Rounds(seed=64)
+    huge: dict[str, str] = {}
+    switched, held_thp, before = False, True, common.shmem_thp_selected()
     try:
         with gc_paused():
-            rounds.run(fns, cfg.seed_rounds, log, "seed")
+            rounds.run(contenders(list(makers)), cfg.seed_rounds, log, "seed")
+        huge["default"] = probe()
+        # The shared-result rows again with shmem THP switched on, in a block
+        # of their own (the workers re-read the setting within the pause).
+        with common.shmem_thp() as switched:
+            if switched:
+                with gc_paused():
+                    what = f"seed, shmem THP {common.THP_MODE}"
+                    thp.run(contenders(SEED_THP, "_thp"), cfg.seed_rounds, log, what, warmups=2)
+                huge[common.THP_MODE] = probe()
+                held_thp = common.shmem_thp_selected() == common.THP_MODE
+        before = common.shmem_thp_selected()  # the system's setting, put back
     finally:
         keep.clear()
         c.settle()
@@ -587,24 +613,28 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
     }
     base = rounds.med("dask") if rounds.ok("dask") else float("nan")
     base_np = rounds.med("numpy") if rounds.ok("numpy") else float("nan")
+    label_of = dict(SEED_ROWS)
+    thp_rows = [(f"{k}_thp", common.thp_label(label_of[k])) for k in SEED_THP] if switched else []
     rows = []
-    for key, label in SEED_ROWS:
-        if not rounds.ok(key):
-            rows.append((label, chunks_of[key], rounds.errors.get(key, "n/a"), "", "", "", "", "", ""))
-            continue
-        s = rounds.get(key)
-        rows.append(
-            (
-                label,
-                chunks_of[key],
-                fmt_time(s.median),
-                fmt_time(s.min),
-                s.n,
-                fmt_ratio(s.median / base),
-                fmt_ratio(s.median / base_np),
-                *_anchor_cells(rounds, key, ANCHOR_MS.get(key), size),
+    for block, block_rows in ((rounds, SEED_ROWS), (thp, thp_rows)):
+        for key, label in block_rows:
+            chunks = chunks_of[key.removesuffix("_thp")]
+            if not block.ok(key):
+                rows.append((label, chunks, block.errors.get(key, "n/a"), "", "", "", "", "", ""))
+                continue
+            s = block.get(key)
+            rows.append(
+                (
+                    label,
+                    chunks,
+                    fmt_time(s.median),
+                    fmt_time(s.min),
+                    s.n,
+                    fmt_ratio(s.median / base),
+                    fmt_ratio(s.median / base_np),
+                    *_anchor_cells(block, key, ANCHOR_MS.get(key), size),
+                )
             )
-        )
     headers = (
         "contender",
         "blocks (rows x columns)",
@@ -616,7 +646,27 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
         "issue anchor",
         "x anchor",
     )
-    targets = [_target(rounds, "into", f"`compute_into` ≤ {TARGET_SEED_MS:g} ms", TARGET_SEED_MS, size)]
+    what = f"`compute_into` ≤ {TARGET_SEED_MS:g} ms"
+    what_thp = f"{what} with huge pages (shmem THP `{common.THP_MODE}`)"
+    targets = [
+        _target(rounds, "into", what, TARGET_SEED_MS, size),
+        _target(thp, "into_thp", what_thp, TARGET_SEED_MS, size)
+        if switched
+        else (what_thp, f"not measured: {common.shmem_thp_unavailable() or 'switching failed'}", ""),
+    ]
+    thp_text = common.shmem_thp_text(
+        switched,
+        "the `compute_into` and `ndshm.map_blocks(..., executor=client)` rows, whose results are "
+        "anonymous segments that the workers fill (distributed's worker processes re-read the "
+        'setting within the pause; the cluster is the same one). Their "x plain dask" and "x '
+        "numpy\" compare with the default block's rows (private memory, not changed by the switch)",
+        before,
+        "Huge pages in a fresh result's mapping (one more `compute_into` after each block, untimed, "
+        "every page then read in this process; ShmemPmdMapped in /proc/self/smaps): default config "
+        f"{huge.get('default', 'n/a')}"
+        + (f", shmem THP `{common.THP_MODE}` {huge[common.THP_MODE]}." if common.THP_MODE in huge else "."),
+        held_thp,
+    )
     worst = max(held.values(), default=0)
     held_line = (
         "After every run, once the result was dropped, the shared memory held open by this process "
@@ -663,6 +713,8 @@ this suite, every dropped 1.5 GiB result of `compute_into` or
 
 {held_line}
 
+{thp_text}
+
 Targets:
 
 {table(("target", "measured (median)", ""), targets, align="lll")}
@@ -673,6 +725,7 @@ Targets:
         map_blocks_chunks=str(mb_chunks),
         held_after_bytes=held,
         held_wait_s=held_wait,
+        shmem_thp=thp.raw(switched=switched, before=before, held=held_thp, huge_mib=huge),
     )
     return body, raw
 

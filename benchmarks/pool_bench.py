@@ -217,8 +217,21 @@ class Rounds:
         rounds: int,
         log: Callable[[str], None],
         what: str,
+        warmups: int = 0,
     ) -> None:
+        """`rounds` timed rounds, after `warmups` untimed runs of each contender."""
         keys = list(fns)
+        for _ in range(warmups):
+            for k in keys:
+                if k in self.errors:
+                    continue
+                try:
+                    fns[k]()
+                except Exception as e:
+                    self.errors[k] = _err(e)
+                    log(f"{what}: {k} failed: {self.errors[k]}")
+        if warmups:
+            log(f"{what}: warmed up")
         meter = LoadMeter()
         for r in range(rounds):
             order = keys[:]
@@ -905,57 +918,57 @@ SEED_TARGETS = [
     ("ndshm_py_reused", "ndshm.map_blocks, Python function, reused pre-faulted `out`", TARGET_SEED_REUSED_MS),
     ("ndshm_ufunc_fresh", "ndshm.map_blocks, ufunc, fresh shared result", TARGET_SEED_FRESH_MS),
     ("ndshm_py_fresh", "ndshm.map_blocks, Python function, fresh shared result", TARGET_SEED_FRESH_MS),
+    # The same, run with shmem THP switched on (see SEED_THP).
+    ("ndshm_ufunc_fresh_thp", "ndshm.map_blocks, ufunc, fresh shared result", TARGET_SEED_FRESH_MS),
+    ("ndshm_py_fresh_thp", "ndshm.map_blocks, Python function, fresh shared result", TARGET_SEED_FRESH_MS),
 ]
+
+
+# Rows repeated in a block of their own with shmem THP switched on: the
+# fresh ndshm results (memfds whose pages the workers allocate), the reused
+# `out` for reference, and numpy (private memory, not affected) to compare.
+SEED_THP = ["numpy", "ndshm_ufunc_reused", "ndshm_ufunc_fresh", "ndshm_py_fresh"]
 
 
 def _seed_hand_ref(key: str) -> str:
     """The hand-written row a seed row compares with: same kind of result
     (fresh memory, or a reused pre-faulted one)."""
+    key = key.removesuffix("_thp")
     return "hand_fresh" if key in ("numpy", "hand_fresh") or key.endswith("_fresh") else "hand_reused"
 
 
-def _sysfs_choice(path: str) -> str | None:
-    """The bracketed choice of a sysfs setting (``always [never] ...``)."""
-    try:
-        m = re.search(r"\[([\w-]+)\]", Path(path).read_text())
-    except OSError:
-        return None
-    return m.group(1) if m else None
-
-
 def hugepages_line() -> str:
-    """Whether segments can get huge pages on this machine."""
-    thp = "/sys/kernel/mm/transparent_hugepage"
-    shmem = _sysfs_choice(f"{thp}/shmem_enabled")
+    """Whether segments get huge pages on this machine, at its current setting."""
+    thp = common.THP
+    shmem = common.sysfs_choice(common.SHMEM_ENABLED)
+    marks = "ndshm marks its mappings of segments of 2 MiB or more `MADV_HUGEPAGE` and reserves them "
     if shmem is None:
         verdict_ = "unknown (no transparent huge page support in this kernel?)"
     elif shmem in ("always", "within_size", "force"):
-        verdict_ = "available (the kernel uses them for shared memory by itself)"
+        verdict_ = f"available (the kernel uses them for shared memory by itself; {marks}through the mapping)"
     elif shmem == "advise":
-        verdict_ = "available on request (`madvise(MADV_HUGEPAGE)`, which ndshm does not call)"
+        verdict_ = f"available on request, and requested: {marks}through the mapping, so they get 2 MiB pages"
     else:
-        verdict_ = "not available (every segment is mapped in 4 KiB pages, each faulted separately)"
+        verdict_ = (
+            "not allowed for anonymous segments at this setting (4 KiB pages, each faulted separately); "
+            f"{marks}through the mapping wherever the policy allows it (`advise`, `always`, "
+            "`within_size`, `force`)"
+        )
     mthp = []
-    for d in sorted(Path(thp).glob("hugepages-*kB")):
-        c = _sysfs_choice(str(d / "shmem_enabled"))
+    for d in sorted(thp.glob("hugepages-*kB")):
+        c = common.sysfs_choice(d / "shmem_enabled")
         if c not in (None, "never", "inherit"):
             mthp.append(f"{d.name[len('hugepages-') :]}: {c}")
-    mount = "?"
-    with suppress(OSError):
-        for line in Path("/proc/mounts").read_text().splitlines():
-            f = line.split()
-            if len(f) > 3 and f[1] == "/dev/shm":
-                m = re.search(r"huge=(\w+)", f[3])
-                mount = m.group(1) if m else "never (no huge= option)"
     hugetlb = "?"
     with suppress(OSError):
         m = re.search(r"HugePages_Total:\s+(\d+)", Path("/proc/meminfo").read_text())
         hugetlb = m.group(1) if m else "?"
     return (
         f"Shared-memory huge pages: {verdict_}. Transparent huge pages for shmem (memfd, anonymous "
-        f"segments; `{thp}/shmem_enabled`): `{shmem}`"
+        f"segments; `{common.SHMEM_ENABLED}`): `{shmem}`"
         + (f" (multi-size: {', '.join(mthp)})" if mthp else "")
-        + f"; /dev/shm mount (named segments, SharedMemory): huge={mount}; hugetlbfs pool: {hugetlb} pages."
+        + f"; /dev/shm mount (named segments, which ndshm treats the same way when the mount's huge= "
+        f"allows it, and SharedMemory): huge={common.dev_shm_huge()}; hugetlbfs pool: {hugetlb} pages."
     )
 
 
@@ -985,6 +998,9 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
     npool = None
     made: list[shared_memory.SharedMemory] = []
     keep_nd: dict[str, Any] = {}
+    thp = Rounds([f"{k}_thp" for k in SEED_THP], seed=57)
+    huge: dict[str, str] = {}
+    switched, held, before = False, True, common.shmem_thp_selected()
     try:
         pool.map(inc, range(100), chunksize=1)
         reused = shared_memory.SharedMemory(create=True, size=nbytes, name=_shm_tag())
@@ -1086,15 +1102,33 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
             for k, _ in SEED_ROWS:
                 if k.startswith("ndshm"):
                     rounds.errors[k] = keep_nd["error"]
-        with gc_paused():
-            for k, f in fns.items():  # warm-up: first touches of fresh memory are slow here
-                try:
-                    f()
-                except Exception as e:
-                    rounds.errors[k] = _err(e)
-                    log(f"seed: {k} failed: {rounds.errors[k]}")
-            log("seed: warmed up")
-            rounds.run(fns, cfg.seed_rounds, log, "seed")
+        with gc_paused():  # warm-up: first touches of fresh memory are slow here
+            rounds.run(fns, cfg.seed_rounds, log, "seed", warmups=1)
+
+        def probe() -> str:
+            """How much of a fresh ndshm result is in huge pages (untimed)."""
+            if npool is None or "error" in keep_nd:
+                return "n/a"
+            r = npool.map_blocks(np.multiply, keep_nd["y"][:, None], keep_nd["x"][None, :])
+            try:
+                return common.huge_check(r, touch=True)
+            finally:
+                del r
+
+        huge["default"] = probe()
+        # The same rows with shmem THP switched on, in a block of their own
+        # (the pools' workers re-read the setting within the settling pause).
+        with common.shmem_thp() as switched:
+            if switched:
+                for k in SEED_THP:
+                    if k not in fns:
+                        thp.errors[f"{k}_thp"] = rounds.errors.get(k) or keep_nd.get("error", NOT_YET)
+                thp_fns = {f"{k}_thp": fns[k] for k in SEED_THP if k in fns}
+                with gc_paused():
+                    thp.run(thp_fns, cfg.seed_rounds, log, f"seed, shmem THP {common.THP_MODE}", warmups=2)
+                huge[common.THP_MODE] = probe()
+                held = common.shmem_thp_selected() == common.THP_MODE
+        before = common.shmem_thp_selected()  # the system's setting, put back
     finally:
         pool.terminate()
         pool.join()
@@ -1106,36 +1140,64 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
             s.close()
             with suppress(FileNotFoundError):
                 s.unlink()
-    base = rounds.med("numpy")
-    base_min = rounds.samples["numpy"].min
+    label_of = dict(SEED_ROWS)
+    thp_rows = [(f"{k}_thp", common.thp_label(label_of[k])) for k in SEED_THP] if switched else []
     rows = []
-    for k, label in SEED_ROWS:
-        s = rounds.samples[k]
-        anchor = ANCHOR_SEED_MS.get(k)
-        if k in rounds.errors or not s.n:
-            rows.append((label, rounds.cell(k, str), "", "", "", "", "", "", ""))
-            continue
-        hand = _seed_hand_ref(k)
-        rows.append(
-            (
-                label,
-                fmt_time(s.median),
-                fmt_time(s.min),
-                s.n,
-                fmt_ratio(s.median / base),
-                fmt_ratio(s.min / base_min),
-                f"{fmt_ratio(s.median / rounds.med(hand))} ({'fresh' if hand == 'hand_fresh' else 'reused'})",
-                f"{anchor:g} ms" if anchor else "",
-                fmt_ratio(s.median / (anchor * 1e6)) if anchor else "",
+    for block, block_rows in ((rounds, SEED_ROWS), (thp, thp_rows)):
+        # "x numpy" compares with numpy's row of the same block; the
+        # hand-written rows (SharedMemory on /dev/shm) are the default block's.
+        base_key = "numpy" if block is rounds else "numpy_thp"
+        base = block.med(base_key)
+        base_min = block.samples[base_key].min
+        for k, label in block_rows:
+            s = block.samples[k]
+            anchor = ANCHOR_SEED_MS.get(k)
+            if k in block.errors or not s.n:
+                rows.append((label, block.cell(k, str), "", "", "", "", "", "", ""))
+                continue
+            hand = _seed_hand_ref(k)
+            rows.append(
+                (
+                    label,
+                    fmt_time(s.median),
+                    fmt_time(s.min),
+                    s.n,
+                    fmt_ratio(s.median / base),
+                    fmt_ratio(s.min / base_min),
+                    f"{fmt_ratio(s.median / rounds.med(hand))} "
+                    f"({'fresh' if hand == 'hand_fresh' else 'reused'})",
+                    f"{anchor:g} ms" if anchor else "",
+                    fmt_ratio(s.median / (anchor * 1e6)) if anchor else "",
+                )
             )
-        )
     targets = []
     for k, what, limit in SEED_TARGETS:
-        s = rounds.samples[k]
-        v = s.median if s.n else None
-        targets.append(
-            _target(rounds, k, f"{what} ≤ {limit:g} ms", v, fmt_time, v is not None and v <= limit * 1e6)
+        block = thp if k.endswith("_thp") else rounds
+        title = f"{what} ≤ {limit:g} ms" + (
+            f" with huge pages (shmem THP `{common.THP_MODE}`)" if block is thp else ""
         )
+        if block is thp and not switched:
+            why = common.shmem_thp_unavailable() or "switching failed"
+            targets.append((title, f"not measured: {why}", ""))
+            continue
+        s = block.samples[k]
+        v = s.median if s.n else None
+        targets.append(_target(block, k, title, v, fmt_time, v is not None and v <= limit * 1e6))
+    thp_text = common.shmem_thp_text(
+        switched,
+        "the ndshm rows with a fresh shared result (the workers allocate its pages as they write "
+        "their blocks); the reused pre-faulted `out` row is repeated for reference, and numpy's "
+        "one-process row for comparison (its private memory uses anonymous THP, which the switch "
+        "does not change). The huge-page rows' \"x numpy\" compares with numpy's row of their own "
+        'block, "x hand-written" with the default block\'s hand-written rows (SharedMemory), and '
+        "the pools are the same ones, already running",
+        before,
+        "Huge pages in a fresh result's mapping (one more fresh `map_blocks` after each block, "
+        "untimed, every page then read in this process; ShmemPmdMapped in /proc/self/smaps): "
+        f"default config {huge.get('default', 'n/a')}"
+        + (f", shmem THP `{common.THP_MODE}` {huge[common.THP_MODE]}." if common.THP_MODE in huge else "."),
+        held,
+    )
     headers = (
         "contender",
         "median",
@@ -1197,6 +1259,8 @@ single-process rows use one CPU, the pools two. {rounds.load}
 
 {hugepages_line()}
 
+{thp_text}
+
 Targets:
 
 {table(("target", "measured (median)", ""), targets, align="lll")}
@@ -1206,6 +1270,7 @@ Targets:
     raw = rounds.raw(
         hugepages=hugepages_line(),
         shape=shape,
+        shmem_thp=thp.raw(switched=switched, before=before, held=held, huge_mib=huge),
     )
     return Result(f"(c) Seed workload: outer product into a {nbytes / 1e9:.1f} GB result", body, raw)
 
