@@ -560,6 +560,40 @@ def test_store_runs_each_chunk_where_it_is_computed(client, xy):
     assert not any(ss["action"] == "transfer" for t in ts.data for ss in t["startstops"])
 
 
+def test_a_last_ufunc_is_computed_straight_into_out(client, xy):
+    """When the last step is one ufunc over dask arrays, each chunk is
+    computed into its place in out; anything else is computed, then copied.
+    Both give numpy's result."""
+    from ndshm.dask.collection import _last_ufunc
+
+    x, y = xy
+    dx = ndshm.dask.to_dask(x, chunks=(100, 150))
+    dy = ndshm.dask.to_dask(y, chunks=(100, 150))
+    col = ndshm.dask.to_dask(ndshm.from_array(y[:, :1]), chunks=(100, 1))
+    into = ndshm.zeros((400, 300))
+    cases = [
+        (dx * dy, x * y, np.multiply),
+        (np.sin(dx), np.sin(x), np.sin),
+        (-dx, -x, np.negative),
+        (dx - col, x - y[:, :1], np.subtract),  # broadcast
+        (np.hypot(dx, dy), np.hypot(x, y), np.hypot),
+        (dx * 2, x * 2, None),  # a constant argument
+        (dx.sum(axis=0, keepdims=True) + dx, x.sum(axis=0, keepdims=True) + x, np.add),
+        (dx.rechunk((100, 300)).map_blocks(np.cumsum, axis=1), np.cumsum(x, axis=1), None),
+        (dx.T.T, x, None),
+    ]
+    for expr, expected, ufunc in cases:
+        last = _last_ufunc(expr, into)
+        assert (last[0] if last else None) is ufunc, expr
+        got = ndshm.dask.compute_into(expr)
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # Another dtype for out: computed, then cast (as before).
+    f32 = ndshm.zeros((400, 300), dtype=np.float32)
+    assert _last_ufunc(dx * dy, f32) is None
+    ndshm.dask.store(dx * dy, f32)
+    np.testing.assert_array_equal(f32, (x * y).astype(np.float32))
+
+
 def test_store_refuses_bad_outputs_before_any_work(client, xy):
     x, _ = xy
     counter = ndshm.zeros(1, dtype=np.int64)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import dask
@@ -140,13 +141,40 @@ def _may_overlap_itself(a: np.ndarray) -> bool:
     return False
 
 
+class _Apply:
+    """A chunk not made yet: `ufunc` over the input chunks, computed straight
+    into its place in `out` (no private chunk, no copy)."""
+
+    __slots__ = ("blocks", "ufunc")
+
+    def __init__(self, ufunc: np.ufunc, blocks: tuple) -> None:
+        self.ufunc, self.blocks = ufunc, blocks
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return np.broadcast_shapes(*(np.shape(b) for b in self.blocks))
+
+    def into(self, dst: np.ndarray) -> None:
+        self.ufunc(*self.blocks, out=dst)
+
+    def value(self) -> np.ndarray:
+        return np.asarray(self.ufunc(*self.blocks))
+
+
 def _write(out: np.ndarray, region: tuple[slice, ...], block: Any, lock: bool, lazy: bool) -> None:
     dst = out[(*region, ...)]  # a view even for a 0-d out
     if lazy:
         populate(dst)
     if lock:
         with out.lock:  # type: ignore[attr-defined]
-            np.copyto(dst, block, casting="same_kind")
+            _put(dst, block)
+    else:
+        _put(dst, block)
+
+
+def _put(dst: np.ndarray, block: Any) -> None:
+    if isinstance(block, _Apply):
+        block.into(dst)
     else:
         np.copyto(dst, block, casting="same_kind")
 
@@ -155,20 +183,86 @@ def _store_block(block: Any, ref: Ref, region: tuple[slice, ...], lock: bool, la
     """Runs where the chunk was computed: writes it in place, or, on a host
     that cannot map `out`, returns it for the caller to write."""
     if isinstance(ref.array, ForeignHandle):
-        return region, np.asarray(block)
+        return region, block.value() if isinstance(block, _Apply) else np.asarray(block)
     _write(ref.array, region, block, lock, lazy)
     return None
 
 
 def _store_chunk(
-    block: Any, ref: Ref, starts: list, lock: bool, lazy: bool, block_id: tuple[int, ...] = ()
+    ufunc: np.ufunc | None,
+    ref: Ref,
+    starts: list,
+    lock: bool,
+    lazy: bool,
+    *blocks: Any,
+    block_id: tuple[int, ...] = (),
 ) -> np.ndarray:
     """The store step of one chunk (see :func:`store`): a one-element object
-    array holding what :func:`_store_block` returned."""
+    array holding what :func:`_store_block` returned. With a ufunc, `blocks`
+    are its inputs and the chunk is computed into place; else `blocks` is
+    the chunk."""
+    block = _Apply(ufunc, blocks) if ufunc is not None else blocks[0]
     region = tuple(slice(s[i], s[i] + n) for s, i, n in zip(starts, block_id, np.shape(block)))
     res = np.empty((1,) * len(region), dtype=object)
     res.flat[0] = _store_block(block, ref, region, lock, lazy)
     return res
+
+
+# The functions dask's array operators run per chunk, and their ufuncs.
+_UFUNC_OF: dict[Any, np.ufunc] = {
+    operator.add: np.add,
+    operator.sub: np.subtract,
+    operator.mul: np.multiply,
+    operator.truediv: np.true_divide,
+    operator.floordiv: np.floor_divide,
+    operator.mod: np.remainder,
+    operator.pow: np.power,
+    operator.neg: np.negative,
+    operator.abs: np.absolute,
+    operator.and_: np.bitwise_and,
+    operator.or_: np.bitwise_or,
+    operator.xor: np.bitwise_xor,
+    operator.invert: np.invert,
+}
+
+
+def _last_ufunc(x: da.Array, out: np.ndarray) -> tuple[np.ufunc, list[da.Array]] | None:
+    """When the last step of `x` is one numpy ufunc applied chunk by chunk
+    to dask arrays (`a * b`, `np.sin(a)`, ...), that ufunc and its inputs:
+    then each chunk can be computed straight into `out`. None otherwise
+    (the chunk is computed, then copied)."""
+    from dask._task_spec import TaskRef
+    from dask.blockwise import Blockwise
+    from dask.highlevelgraph import HighLevelGraph
+
+    layer = x.dask.layers.get(x.name)
+    task = getattr(layer, "task", None)
+    if not isinstance(layer, Blockwise) or task is None or out.dtype != x.dtype:
+        return None
+    func = task.func
+    ufunc = func if isinstance(func, np.ufunc) else _UFUNC_OF.get(func)
+    if ufunc is None or ufunc.nout != 1 or task.kwargs or layer.new_axes or layer.concatenate:
+        return None
+    if len(task.args) != len(layer.indices) or not task.args:
+        return None
+    # The graph without the last step: left in, it would be a second user of
+    # the inputs' steps and keep dask from fusing them into the store step.
+    layers = {k: v for k, v in x.dask.layers.items() if k != x.name}
+    deps = {k: v for k, v in x.dask.dependencies.items() if k != x.name}
+    graph = HighLevelGraph(layers, deps)
+    inputs = []
+    for i, (arg, (name, index)) in enumerate(zip(task.args, layer.indices)):
+        dep = x.dask.layers.get(name)
+        meta = getattr(dep, "collection_annotations", None) or {}
+        ok = isinstance(arg, TaskRef) and arg.key == f"__dask_blockwise__{i}"
+        if not ok or index != layer.output_indices or meta.get("type") != "dask.array.core.Array":
+            return None
+        if meta.get("chunk_type") != "numpy.ndarray":
+            return None
+        inputs.append(da.Array(graph, name, meta["chunks"], dtype=meta["dtype"]))
+    if np.broadcast_shapes(*(a.shape for a in inputs)) != x.shape:
+        return None
+    return ufunc, inputs
 
 
 def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: bool = False) -> SharedArray:
@@ -197,12 +291,16 @@ def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: boo
     # One store step per chunk, fused by dask with the step that computes
     # the chunk: the chunk is written where it was made, never moved.
     starts = [tuple(int(v) for v in np.cumsum((0, *c))[:-1]) for c in x.chunks]
-    done = x.map_blocks(
+    last = _last_ufunc(x, out)
+    ufunc, inputs = last if last is not None else (None, [x])
+    done = da.map_blocks(
         _store_chunk,
+        ufunc,
         ref,
         starts,
         lock,
         _lazy,
+        *inputs,
         dtype=object,
         chunks=tuple((1,) * len(c) for c in x.chunks),
         meta=np.empty((0,) * x.ndim, dtype=object),
