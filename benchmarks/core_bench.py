@@ -940,6 +940,11 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
         probe_line,
         held,
     )
+    shared_thp = (
+        f"which shared memory does not get in the system's configuration here (shmem THP `{before}`)"
+        if before in (None, "never", "deny")
+        else f"as anonymous segments do in the system's configuration here (shmem THP `{before}`)"
+    )
     headers = (
         "contender",
         "median",
@@ -960,8 +965,7 @@ untimed warm-up of each.
 are allowed, by touching it through the mapping) and copies with several
 threads; SharedMemory reserves nothing (pages are allocated by the
 copy's page faults, and a full /dev/shm would SIGBUS). numpy's private copy
-may use transparent huge pages (`madvise` mode), which shared memory does
-not in the system's configuration here (shmem THP `{before}`), so it is a
+may use transparent huge pages (`madvise` mode), {shared_thp}, so it is a
 reference, not a contender.
 Copies of 1 GiB are where this shared 2-CPU machine is noisiest: when a
 contender's median is far above its min, other work was running during
