@@ -83,6 +83,27 @@ pub unsafe fn populate(file: &File, base: *mut u8, ptr: *mut u8, len: usize) -> 
     }
 }
 
+/// Populates bytes `[a, b)` of the mapping at `m`, then copies into them
+/// the part of the data (`src_len` bytes from `s`, placed at `data_offset`)
+/// that falls inside.
+///
+/// # Safety
+/// `[a, b)` must lie inside a writable shared mapping at `m` that no other
+/// thread writes in that range, and `s` be valid for reads of `src_len`
+/// bytes, not overlapping the mapping.
+unsafe fn fill(m: usize, a: usize, b: usize, data_offset: usize, s: usize, src_len: usize) -> io::Result<()> {
+    // SAFETY: [a, b) lies inside the caller's mapping; populating changes no data.
+    unsafe { rustix::mm::madvise((m + a) as *mut _, b - a, rustix::mm::Advice::LinuxPopulateWrite) }?;
+    let (lo, hi) = (a.max(data_offset), b.min(data_offset + src_len));
+    if lo < hi {
+        // SAFETY: both ranges are in bounds (the caller's promise), the
+        // destination is this thread's alone, and its pages are allocated
+        // (populated above), so no SIGBUS.
+        unsafe { std::ptr::copy_nonoverlapping((s + lo - data_offset) as *const u8, (m + lo) as *mut u8, hi - lo) };
+    }
+    Ok(())
+}
+
 /// Allocates all `total` bytes of the file mapped writable at `map` by
 /// populating the mapping on several threads, and copies `src_len` bytes
 /// from `src` (may be null when `src_len` is 0) to offset `data_offset`.
@@ -102,26 +123,16 @@ pub unsafe fn reserve_mapped(
 ) -> io::Result<()> {
     let n = threads_for(total);
     let (m, s) = (map as usize, src as usize);
-    let part = move |(a, b): (usize, usize)| -> io::Result<()> {
-        // SAFETY: [a, b) lies inside the caller's mapping; populating changes no data.
-        unsafe { rustix::mm::madvise((m + a) as *mut _, b - a, rustix::mm::Advice::LinuxPopulateWrite) }?;
-        let (lo, hi) = (a.max(data_offset), b.min(data_offset + src_len));
-        if lo < hi {
-            // SAFETY: both ranges are in bounds (the source's by the caller's
-            // promise), disjoint from every other thread's, and the pages are
-            // allocated (populated above), so no SIGBUS.
-            unsafe { std::ptr::copy_nonoverlapping((s + lo - data_offset) as *const u8, (m + lo) as *mut u8, hi - lo) };
-        }
-        Ok(())
-    };
+    // SAFETY (both): the ranges split the caller's mapping; the caller
+    // vouches for the source.
+    let part = move |(a, b): (usize, usize)| unsafe { fill(m, a, b, data_offset, s, src_len) };
     if n == 1 {
         return part((0, total));
     }
     std::thread::scope(|scope| {
         let handles: Vec<_> =
             ranges_aligned(total, n, crate::huge::MIN_LEN).map(|r| scope.spawn(move || part(r))).collect();
-        // The scope joins every thread; the first error is the answer.
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))))
+        join_all(handles)
     })
 }
 
@@ -159,38 +170,24 @@ pub unsafe fn reserve_and_copy(
         return kernel_path();
     }
     let rest = total - data_offset - split;
-    let mut results: Vec<io::Result<()>> = Vec::new();
     std::thread::scope(|scope| {
         let mut handles = vec![scope.spawn(kernel_path)];
         for (a, b) in ranges(rest, n - 1) {
-            handles.push(scope.spawn(move || -> io::Result<()> {
-                let off = data_offset + split + a;
-                // SAFETY: [off, off + b - a) lies inside the caller's mapping;
-                // populating changes no data.
-                unsafe { rustix::mm::madvise((m + off) as *mut _, b - a, rustix::mm::Advice::LinuxPopulateWrite) }?;
-                // Only the part of this range that holds source data is copied
-                // (the last range also covers padding and the control page).
-                let copy_end = (split + b).min(src_len);
-                if split + a < copy_end {
-                    // SAFETY: source and destination ranges are in bounds,
-                    // disjoint from every other thread's, and pages are
-                    // allocated (populated above), so no SIGBUS.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            (s + split + a) as *const u8,
-                            (m + off) as *mut u8,
-                            copy_end - split - a,
-                        )
-                    };
-                }
-                Ok(())
-            }));
+            let (a, b) = (data_offset + split + a, data_offset + split + b);
+            // SAFETY: the ranges split the rest of the caller's mapping; the
+            // caller vouches for the source.
+            handles.push(scope.spawn(move || unsafe { fill(m, a, b, data_offset, s, src_len) }));
         }
-        results = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))))
-            .collect();
-    });
+        join_all(handles)
+    })
+}
+
+/// Waits for every thread (the scope would anyway); the first error is the answer.
+fn join_all(handles: Vec<std::thread::ScopedJoinHandle<'_, io::Result<()>>>) -> io::Result<()> {
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))))
+        .collect();
     results.into_iter().collect()
 }
 
