@@ -140,6 +140,8 @@ class Rounds(pool_bench.Rounds):
     contender. A contender returns its time in ns, or a dict of named times
     (key "" is the headline, "x" is recorded as KEY.x)."""
 
+    WARMUPS = 1
+
     def __init__(self, seed: int) -> None:
         super().__init__([], seed)
 
@@ -148,16 +150,6 @@ class Rounds(pool_bench.Rounds):
         for sub, ns in parts.items():
             k = f"{key}{'.' + sub if sub else ''}"
             self.samples.setdefault(k, Samples(k)).add(ns)
-
-    def run(
-        self,
-        fns: dict[str, Callable[[], Any]],
-        rounds: int,
-        log: Callable[[str], None],
-        what: str,
-        warmups: int = 1,
-    ) -> None:
-        super().run(fns, rounds, log, what, warmups)
 
     def get(self, key: str) -> Samples:
         return self.samples.get(key) or Samples(key)

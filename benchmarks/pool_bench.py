@@ -204,6 +204,8 @@ class Rounds:
     """Runs contenders round-robin in a seeded shuffled order. A contender
     that raises is recorded with its error and left out of later rounds."""
 
+    WARMUPS = 0
+
     def __init__(self, keys: list[str], seed: int) -> None:
         self.samples = {k: Samples(k) for k in keys}
         self.errors: dict[str, str] = {}
@@ -217,9 +219,12 @@ class Rounds:
         rounds: int,
         log: Callable[[str], None],
         what: str,
-        warmups: int = 0,
+        warmups: int | None = None,
     ) -> None:
-        """`rounds` timed rounds, after `warmups` untimed runs of each contender."""
+        """`rounds` timed rounds, after `warmups` untimed runs of each
+        contender (default: the class's WARMUPS)."""
+        if warmups is None:
+            warmups = self.WARMUPS
         keys = list(fns)
         for _ in range(warmups):
             for k in keys:
