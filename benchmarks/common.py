@@ -141,8 +141,7 @@ def _read(path: str) -> str:
 
 
 def _thp(path: str) -> str:
-    m = re.search(r"\[(\w+)\]", _read(path))
-    return m.group(1) if m else "?"
+    return sysfs_choice(path) or "?"
 
 
 def _git_rev() -> str:
