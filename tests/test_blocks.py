@@ -256,11 +256,13 @@ def test_map_blocks_matches_blocks(pool):
 
 
 def _mapped_sizes(pid: int) -> list[int]:
-    """Sizes of the memfd mappings of process `pid`."""
+    """Sizes of the mappings of anonymous segments in process `pid` (memfds,
+    and unnamed files of ndshm's private tmpfs: "/#INODE (deleted)")."""
     sizes = []
     with open(f"/proc/{pid}/maps") as f:
         for line in f:
-            if "memfd:" in line:
+            path = line.split(maxsplit=5)[5] if len(line.split(maxsplit=5)) == 6 else ""
+            if path.startswith(("/memfd:", "/#")):
                 lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
                 sizes.append(hi - lo)
     return sizes

@@ -95,13 +95,21 @@ def data_bytes(v) -> int:
     return int(np.prod([n for n, s in zip(v.shape, v.strides) if s != 0])) * v.itemsize
 
 
-def memfd_inode(a) -> int:
-    """The inode of the memfd behind the anonymous array `a`."""
-    return os.stat(f"/proc/self/fd/{_segment_of(a).fd}").st_ino
+def segment_file(a) -> tuple[int, int]:
+    """(device, inode) of the file behind the anonymous array `a` (a memfd,
+    or for a big one, an unnamed file in ndshm's private tmpfs)."""
+    st = os.fstat(_segment_of(a).fd)
+    return st.st_dev, st.st_ino
 
 
-def memfd_holders(inode: int) -> set[int]:
-    """Pids of the processes that map or hold open the ndshm memfd `inode`."""
+def _maps_device(field: str) -> int:
+    major, minor = (int(x, 16) for x in field.split(":"))
+    return os.makedev(major, minor)
+
+
+def segment_holders(file: tuple[int, int]) -> set[int]:
+    """Pids of the processes that map or hold open the segment file `file`."""
+    dev, inode = file
     found = set()
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -110,14 +118,14 @@ def memfd_holders(inode: int) -> set[int]:
         try:
             for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
                 fields = line.split(maxsplit=5)
-                if len(fields) == 6 and fields[5].startswith("/memfd:ndshm") and int(fields[4]) == inode:
+                if len(fields) == 6 and int(fields[4]) == inode and _maps_device(fields[3]) == dev:
                     found.add(pid)
                     break
             else:
                 for fd in os.listdir(f"/proc/{pid}/fd"):
                     try:
-                        path = f"/proc/{pid}/fd/{fd}"
-                        if os.readlink(path).startswith("/memfd:ndshm") and os.stat(path).st_ino == inode:
+                        st = os.stat(f"/proc/{pid}/fd/{fd}")
+                        if (st.st_dev, st.st_ino) == file:
                             found.add(pid)
                             break
                     except OSError:
@@ -791,15 +799,15 @@ def test_a_scattered_anonymous_array_outlives_the_senders_reference(client):
 
 def test_a_released_anonymous_array_is_freed(client):
     a = ndshm.from_array(np.arange(300_000, dtype=np.float64))
-    inode = memfd_inode(a)
+    file = segment_file(a)
     fut = client.scatter(a, direct=True)
     assert client.submit(describe, fut, pure=False).result()[0] == "SharedArray"
-    holders = memfd_holders(inode)
+    holders = segment_holders(file)
     assert os.getpid() in holders and len(holders) == 2  # this process and one worker
     del a, fut
     gc.collect()
     # Workers let go of received segments about a second after their last use.
-    assert wait_for(lambda: not memfd_holders(inode), 5), f"still held by {memfd_holders(inode)}"
+    assert wait_for(lambda: not segment_holders(file), 5), f"still held by {segment_holders(file)}"
 
 
 KILLED_CLIENT = """
@@ -825,8 +833,8 @@ if __name__ == "__main__":
     fut = client.scatter(a, broadcast=True, direct=True)
     for w in client.scheduler_info(n_workers=-1)["workers"]:
         assert client.submit(total, fut, workers=[w], pure=False).result() == ("SharedArray", float(a.sum()))
-    inode = os.stat(f"/proc/self/fd/{_segment_of(a).fd}").st_ino
-    print(inode, *client.run(os.getpid).values(), flush=True)
+    st = os.stat(f"/proc/self/fd/{_segment_of(a).fd}")
+    print(st.st_dev, st.st_ino, *client.run(os.getpid).values(), flush=True)
     sys.stdin.read()  # until killed
 """
 
@@ -850,16 +858,17 @@ def test_a_sigkilled_client_takes_its_workers_and_memory_with_it(tmp_path):
     try:
         line = read_line(p, 45)
         assert line, "the client did not start its cluster"
-        inode, *workers = (int(v) for v in line.split())
+        dev, inode, *workers = (int(v) for v in line.split())
+        file = (dev, inode)
         descendants = psutil.Process(p.pid).children(recursive=True)
         assert set(workers) <= {d.pid for d in descendants}
-        assert memfd_holders(inode) >= {p.pid, *workers}
+        assert segment_holders(file) >= {p.pid, *workers}
         os.kill(p.pid, signal.SIGKILL)
         p.wait(10)
         exited = wait_for(lambda: not any(alive(d.pid) for d in descendants), 15)
         left = [d.pid for d in descendants if alive(d.pid)]
         assert exited, f"descendants of the killed client still run: {left}"
-        assert wait_for(lambda: not memfd_holders(inode), 5), f"memfd held by {memfd_holders(inode)}"
+        assert wait_for(lambda: not segment_holders(file), 5), f"segment held by {segment_holders(file)}"
         assert not segments_owned_by([p.pid, *(d.pid for d in descendants)])
     finally:
         if p.poll() is None:

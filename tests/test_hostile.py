@@ -1104,3 +1104,41 @@ def test_segment_array_keeps_order_and_readonly(shm_name):
         r[0, 0] = 1.0
     del a, r
     ndshm.delete(shm_name)
+
+
+# ----------------------------------------------------- the private tmpfs's descriptor
+
+MiB = 1 << 20
+
+
+def _fd_link(a: np.ndarray) -> str:
+    seg = _native.view_of(a)[0]
+    return os.readlink(f"/proc/self/fd/{seg.fd}")
+
+
+def _closed_fds_child() -> None:
+    # Like a daemon that closes every descriptor it inherited: the number of
+    # the private tmpfs's descriptor comes back as some other directory.
+    os.closerange(3, 4096)
+    dirs = [os.open("/", os.O_RDONLY | os.O_DIRECTORY) for _ in range(64)]
+    try:
+        a = ndshm.full(4 * MiB // 8, 3.0)
+        ok = float(a.sum()) == 3.0 * (4 * MiB // 8) and _fd_link(a).startswith("/memfd:ndshm")
+    except BaseException:
+        ok = False
+    for d in dirs:
+        os.close(d)
+    os._exit(0 if ok else 1)
+
+
+def test_a_child_that_closed_the_tmpfs_descriptor_falls_back_to_memfds():
+    big = ndshm.zeros(4 * MiB // 8)
+    if _fd_link(big).startswith("/memfd:"):
+        pytest.skip("no private tmpfs here (shmem THP off, denied, or not allowed to this user)")
+    before = set(os.listdir("/"))
+    pid = os.fork()
+    if pid == 0:
+        _closed_fds_child()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert set(os.listdir("/")) == before  # nothing was created in the reused directory

@@ -1,11 +1,13 @@
 """Huge pages for shared memory where the system allows them.
 
-The kernel's default gives shared memory 4 KiB pages; with
-``/sys/kernel/mm/transparent_hugepage/shmem_enabled`` at ``advise``, ndshm
-marks its mappings ``MADV_HUGEPAGE`` and reserves through them, so a
-segment's memory comes in 2 MiB pages. These tests switch the setting (as
-root) and put it back afterwards; ndshm reads it again at most once a
-second, hence the pauses.
+The kernel's default gives memfds 4 KiB pages. ndshm then keeps big
+anonymous segments in a private tmpfs mounted with ``huge=within_size``
+(``ndshm::tmpfs``); with ``/sys/kernel/mm/transparent_hugepage/shmem_enabled``
+at ``advise``, it keeps memfds, marks its mappings ``MADV_HUGEPAGE`` and
+reserves through them; ``NDSHM_HUGE_PAGES=off`` asks for huge pages nowhere.
+Either way a big segment's memory comes in 2 MiB pages. These tests switch
+the setting (as root) and the variable, and put both back afterwards;
+ndshm reads them again at most once a second, hence the pauses.
 """
 
 from __future__ import annotations
@@ -36,16 +38,26 @@ def _selected() -> str:
     return text[text.index("[") + 1 : text.index("]")]
 
 
-@pytest.fixture(scope="module", params=["advise", "never"])
+@pytest.fixture(scope="module", params=["advise", "never", "never+off"])
 def shmem_thp(request):
-    """shmem_enabled set to the parameter for the test, then put back."""
-    before = _selected()
-    SHMEM_ENABLED.write_text(request.param)
-    time.sleep(1.1)  # ndshm's reading of the setting is at most a second old
+    """shmem_enabled (and NDSHM_HUGE_PAGES after a +) set to the parameter
+    for the test, then put back; the value is whether ndshm's big anonymous
+    segments should get huge pages."""
+    setting, _, env = request.param.partition("+")
+    before, env_before = _selected(), os.environ.get("NDSHM_HUGE_PAGES")
+    SHMEM_ENABLED.write_text(setting)
+    if env:
+        os.environ["NDSHM_HUGE_PAGES"] = env
+    time.sleep(1.1)  # ndshm's reading of the settings is at most a second old
     try:
-        yield request.param
+        yield not env and (setting == "advise" or _native.private_tmpfs())
     finally:
         SHMEM_ENABLED.write_text(before)
+        if env_before is None:
+            os.environ.pop("NDSHM_HUGE_PAGES", None)
+        else:
+            os.environ["NDSHM_HUGE_PAGES"] = env_before
+        time.sleep(1.1)
 
 
 def huge_kib(addr: int, pid: int | str = "self") -> int:
@@ -65,11 +77,16 @@ def address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def expect_huge(kib: int, mode: str) -> None:
-    if mode == "advise":
-        assert kib > 0, "no huge pages although shmem_enabled is advise"
+def expect_huge(kib: int, wanted: bool) -> None:
+    if wanted:
+        assert kib > 0, "no huge pages where they should be"
     else:
-        assert kib == 0, "huge pages although shmem_enabled is never"
+        assert kib == 0, "huge pages although neither the system nor ndshm asks for them"
+
+
+def fd_link(a: np.ndarray) -> str:
+    seg = _native.view_of(a)[0]
+    return os.readlink(f"/proc/self/fd/{seg.fd}")
 
 
 def test_created_arrays_get_huge_pages_only_where_allowed(shmem_thp):
@@ -135,3 +152,13 @@ def test_named_segments_follow_their_mount_not_shmem_enabled(shmem_thp, shm_name
     finally:
         del a
         ndshm.delete(shm_name)
+
+
+def test_big_anonymous_arrays_live_in_the_private_tmpfs_only_under_never(shmem_thp):
+    small, big = ndshm.zeros(MiB // 8), ndshm.zeros(4 * MiB // 8)
+    assert fd_link(small).startswith("/memfd:ndshm")  # sealed, as every small one
+    in_tmpfs = not fd_link(big).startswith("/memfd:")
+    setting = _selected()
+    assert in_tmpfs == (shmem_thp and setting == "never")
+    if in_tmpfs:
+        assert os.fstat(_native.view_of(big)[0].fd).st_nlink == 0  # no name anywhere

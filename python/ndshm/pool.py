@@ -358,8 +358,12 @@ class Pool(Executor):
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the workers."""
-        return [p.pid for p in self._procs if p is not None]
+        """Process ids of the workers (a dead one is replaced first, even
+        while the pool is idle)."""
+        with self._lock:
+            if not self._closed:
+                self._check_workers()
+            return [p.pid for p in self._procs if p is not None]
 
     def _check_workers(self) -> None:
         """Buries dead workers (failing the task each held) and replaces

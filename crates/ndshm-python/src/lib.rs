@@ -351,6 +351,13 @@ fn segment_dir() -> String {
     ndshm::name::dir().to_string_lossy().into_owned()
 }
 
+/// Whether this process keeps big anonymous segments in a private tmpfs
+/// with huge pages (making it on first call where the system allows).
+#[pyfunction]
+fn private_tmpfs(py: Python<'_>) -> bool {
+    py.detach(ndshm::tmpfs::available)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySegment>()?;
@@ -378,6 +385,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(segment_dir, m)?)?;
+    m.add_function(wrap_pyfunction!(private_tmpfs, m)?)?;
     m.add_function(wrap_pyfunction!(host, m)?)?;
     m.add("PAGE", ndshm::format::PAGE)?;
     m.add("FORMAT_VERSION", ndshm::format::FORMAT_VERSION)?;

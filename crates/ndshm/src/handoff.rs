@@ -22,7 +22,6 @@ use crate::segment;
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use std::fs::File;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -97,21 +96,7 @@ pub(crate) fn fetch_from_keeper(id: u64) -> Option<File> {
     rustix::net::sockopt::set_socket_timeout(&sock, rustix::net::sockopt::Timeout::Recv, Some(Duration::from_secs(5)))
         .ok()?;
     rustix::net::connect(&sock, &addr).ok()?;
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut cmsg = rustix::net::RecvAncillaryBuffer::new(&mut space);
-    let mut byte = [0u8; 1];
-    rustix::net::recvmsg(
-        &sock,
-        &mut [std::io::IoSliceMut::new(&mut byte)],
-        &mut cmsg,
-        rustix::net::RecvFlags::CMSG_CLOEXEC,
-    )
-    .ok()?;
-    let fd: Option<OwnedFd> = cmsg.drain().find_map(|m| match m {
-        rustix::net::RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
-        _ => None,
-    });
-    fd.map(File::from)
+    crate::fdpass::recv(&sock).map(File::from)
 }
 
 /// One segment a keeper serves: its listening socket, its memfd, and its
@@ -200,16 +185,7 @@ pub fn at_exit() -> Option<u32> {
         for (p, s) in polls.iter().zip(&served) {
             if p.revents().contains(rustix::event::PollFlags::IN) {
                 if let Ok(conn) = rustix::net::accept_with(&s.listener, SocketFlags::CLOEXEC) {
-                    let fds = [s.file.as_fd()];
-                    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-                    let mut cmsg = rustix::net::SendAncillaryBuffer::new(&mut space);
-                    cmsg.push(rustix::net::SendAncillaryMessage::ScmRights(&fds));
-                    let _ = rustix::net::sendmsg(
-                        &conn,
-                        &[std::io::IoSlice::new(b"k")],
-                        &mut cmsg,
-                        rustix::net::SendFlags::NOSIGNAL,
-                    );
+                    let _ = crate::fdpass::send(conn.as_fd(), s.file.as_fd());
                 }
             }
         }

@@ -13,6 +13,11 @@
 //! enough is marked, and such segments are reserved through the mapping.
 //! The setting is read again at most once a second: an administrator's
 //! change reaches running processes.
+//!
+//! Where `shmem_enabled` gives memfds no huge pages, big anonymous segments
+//! go to a private tmpfs mounted with `huge=within_size` instead (see
+//! `crate::tmpfs`), unless `shmem_enabled` is `deny`. `NDSHM_HUGE_PAGES=off`
+//! (read with the setting) makes ndshm ask for huge pages nowhere.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -85,15 +90,20 @@ struct Cached {
     at: Instant,
     shmem: Policy,
     force: bool,
+    deny: bool,
+    off: bool,
     dir: Option<(PathBuf, Policy)>,
 }
 
 static CACHE: Mutex<Option<Cached>> = Mutex::new(None);
 
-fn read_shmem() -> (Policy, bool) {
+/// Reads the kernel setting (absent: no shmem THP at all, as `deny`) and
+/// `NDSHM_HUGE_PAGES`.
+fn read_settings(at: Instant) -> Cached {
     let text = std::fs::read_to_string(SHMEM_ENABLED).unwrap_or_default();
-    let value = selected(&text).unwrap_or("never");
-    (Policy::parse(value), value == "force")
+    let value = selected(&text).unwrap_or("deny");
+    let off = std::env::var("NDSHM_HUGE_PAGES").is_ok_and(|v| v.trim().eq_ignore_ascii_case("off"));
+    Cached { at, shmem: Policy::parse(value), force: value == "force", deny: value == "deny", off, dir: None }
 }
 
 fn read_mount(dir: &Path) -> Policy {
@@ -101,16 +111,33 @@ fn read_mount(dir: &Path) -> Policy {
     mount_option(&info, dir).map_or(Policy::Never, |v| Policy::parse(&v))
 }
 
-/// The policy for an anonymous segment (`named_dir` None) or a named one
-/// in `named_dir`.
-pub fn policy(named_dir: Option<&Path>) -> Policy {
+fn settings<T>(f: impl FnOnce(&mut Cached) -> T) -> T {
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let fresh = cache.as_ref().is_some_and(|c| c.at.elapsed() < REFRESH);
-    if !fresh {
-        let (shmem, force) = read_shmem();
-        *cache = Some(Cached { at: Instant::now(), shmem, force, dir: None });
+    let now = Instant::now();
+    let c = match cache.as_mut() {
+        Some(c) if now.duration_since(c.at) < REFRESH => c,
+        _ => cache.insert(read_settings(now)),
+    };
+    f(c)
+}
+
+/// The policy for a memfd (`named_dir` None) or a named segment in
+/// `named_dir`: what ndshm's mappings should ask for.
+pub fn policy(named_dir: Option<&Path>) -> Policy {
+    settings(|c| policy_of(c, named_dir))
+}
+
+/// Whether a new anonymous segment of `len` bytes should be a file in the
+/// private tmpfs rather than a memfd: big enough, huge pages not refused,
+/// and none to be had from a memfd.
+pub fn wants_private_tmpfs(len: usize) -> bool {
+    len >= MIN_LEN && settings(|c| !c.off && !c.deny && c.shmem == Policy::Never)
+}
+
+fn policy_of(c: &mut Cached, named_dir: Option<&Path>) -> Policy {
+    if c.off {
+        return Policy::Never;
     }
-    let c = cache.as_mut().expect("filled above");
     if c.force {
         return Policy::Always;
     }

@@ -2,8 +2,9 @@
 //!
 //! A segment holds one array: a valid `.npy` header, the data, and a
 //! control page (see `docs/FORMAT.md`). Named segments live in `/dev/shm`
-//! until deleted; anonymous ones are memfds that vanish with the last
-//! process holding them.
+//! until deleted; anonymous ones are memfds (big ones: unnamed files in a
+//! private tmpfs with huge pages) that vanish with the last process holding
+//! them.
 //!
 //! ```no_run
 //! use ndshm::{DType, Header, Segment};
@@ -22,6 +23,7 @@ pub mod directory;
 pub mod dispatch;
 pub mod dtype;
 pub mod error;
+pub mod fdpass;
 pub mod format;
 pub mod handoff;
 pub mod host;
@@ -33,6 +35,7 @@ pub mod name;
 pub mod populate;
 pub mod process;
 pub mod segment;
+pub mod tmpfs;
 pub mod view;
 
 pub use directory::{delete, exists, gc, info, list, Entry, Status};

@@ -6,7 +6,7 @@
 
 use crate::error::{is_no_space, Result, SegmentError};
 use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
-use crate::{handoff, huge, memory, name, populate, process};
+use crate::{handoff, huge, memory, name, populate, process, tmpfs};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::collections::HashMap;
@@ -215,6 +215,7 @@ impl Segment {
             }
         }
         let total = format::segment_len(data_len);
+        let mut memfd = false;
         let (file, creating_path) = match seg_name {
             Some(n) => {
                 let path = name::path_of(n);
@@ -229,14 +230,18 @@ impl Segment {
                     .map_err(|e| SegmentError::io("flock", e.into()))?;
                 (File::from(fd), Some(path))
             }
-            None => {
-                let fd = rustix::fs::memfd_create(
-                    "ndshm",
-                    rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-                )
-                .map_err(|e| SegmentError::io("memfd_create", e.into()))?;
-                (File::from(fd), None)
-            }
+            None => match huge::wants_private_tmpfs(total as usize).then(tmpfs::create_file).flatten() {
+                Some(file) => (file, None),
+                None => {
+                    let fd = rustix::fs::memfd_create(
+                        "ndshm",
+                        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+                    )
+                    .map_err(|e| SegmentError::io("memfd_create", e.into()))?;
+                    memfd = true;
+                    (File::from(fd), None)
+                }
+            },
         };
         // From here on, a failure must remove the file: nothing half-made stays.
         let cleanup = |e: SegmentError| {
@@ -251,13 +256,15 @@ impl Segment {
                 None => memory::check_anonymous(total)?,
             }
             file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
-            if creating_path.is_none() {
+            if memfd {
                 // Nobody may shrink or grow a memfd under its mappings.
                 let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
                 rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
             }
             let m = map(&file, total, true).map_err(|e| SegmentError::io("mmap", e))?;
-            let huge = want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
+            // A file in the private tmpfs gets huge pages by its mount's option.
+            let huge = (!memfd && creating_path.is_none())
+                || want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
             if huge {
                 // SAFETY: the whole mapping.
                 unsafe { huge::advise(m.as_mut_ptr(), total as usize) };
