@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import functools
-import warnings
 from collections.abc import Sequence
 from typing import Any, SupportsIndex
 
@@ -113,10 +112,11 @@ class SharedArray(np.ndarray):
         return np.ndarray.flatten(self.view(np.ndarray), order)
 
     def __reduce_ex__(self, protocol):  # type: ignore[override]
-        handle = _handle_of(self)
+        handle = _native.handle(self)
         if handle is None:
             # Private memory (e.g. fancy-indexing result): pickle the data.
             return self.view(np.ndarray).__reduce_ex__(protocol)
+        lifetime.ensure_exit_hook()  # a sender of anonymous arrays may need a keeper at exit
         return handle
 
     def __reduce__(self):  # type: ignore[override]
@@ -133,116 +133,27 @@ def _segment_of(arr: np.ndarray) -> _native.Segment | None:
 
 
 def _seg_dtype(seg: _native.Segment) -> np.dtype:
-    """The segment's dtype, cached on the segment object."""
-    d = seg.__dict__
-    dt = d.get("dtype")
-    if dt is None:
-        dt = d["dtype"] = _dtype_of(seg.descr)
-    return dt
-
-
-def _writeable(arr: np.ndarray) -> bool:
-    if 0 in arr.strides:
-        with warnings.catch_warnings():
-            # numpy warns on reading the flag of broadcast_arrays results.
-            warnings.simplefilter("ignore", FutureWarning)
-            return arr.flags.writeable
-    return arr.flags.writeable
-
-
-def _handle_of(arr: np.ndarray):
-    found = _native.view_of(arr)
-    if found is None:
-        return None  # private memory, or a stride trick reaching outside the segment
-    seg, offset = found
-    if not seg.published:
-        return None
-    dtype = arr.dtype
-    seg_dtype = _seg_dtype(seg)
-    dt = None if dtype is seg_dtype or dtype == seg_dtype else dtype
-    readonly = seg.readonly or not _writeable(arr)
-    return (_rebuild, (segment_ref(seg), offset, arr.shape, arr.strides, dt, readonly))
+    """The segment's dtype (made once per segment object)."""
+    return seg.dtype
 
 
 def segment_ref(seg: _native.Segment) -> tuple:
     """What a handle carries to name `seg`: `(name, id, host)` for named
     segments, `(pid, fd, id, host)` of this process for anonymous ones
     (counting a pending handoff)."""
-    name = seg.name
-    if name is None:
-        lifetime.note_sent(seg)
-        return (lifetime.pid(), seg.fd, seg.id, hosts.LABEL)
-    return (name, seg.id, hosts.LABEL)
-
-
-def _split_ref(ref: Any) -> tuple[tuple, str]:
-    """A handle's segment reference and host, checked for shape and types:
-    `(name: str, id: int)` or `(pid: int, fd: int, id: int)`, then the host."""
-    if type(ref) is tuple and len(ref) in (3, 4) and type(ref[-1]) is str:
-        seg_ref, host = ref[:-1], ref[-1]
-        if len(seg_ref) == 2 and type(seg_ref[0]) is str and type(seg_ref[1]) is int:
-            return seg_ref, host
-        if len(seg_ref) == 3 and all(type(x) is int for x in seg_ref):
-            return seg_ref, host
-    raise ValueError("bad ndshm handle")
+    lifetime.ensure_exit_hook()
+    return _native.segment_ref(seg)
 
 
 def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
     """Maps the segment a handle names (reusing this process's mapping)."""
-    seg_ref, host = _split_ref(ref)
-    if host != hosts.LABEL:
-        raise hosts.foreign_error(host)
-    return _attach_seg(seg_ref, readonly)
+    return _native.attach_ref(ref, readonly)
 
 
-def _attach_seg(seg_ref: tuple, readonly: bool) -> _native.Segment:
-    if len(seg_ref) == 2:
-        name, seg_id = seg_ref
-        if not 0 < seg_id < 2**64:
-            raise ValueError("bad ndshm handle: segment id")
-        return _native.attach_named_handle(name, seg_id, readonly)
-    pid, fd, seg_id = seg_ref
-    if not (0 < pid < 2**31 and 0 < seg_id < 2**64 and 0 <= fd < 2**31):
-        raise ValueError("bad ndshm handle")
-    return _native.attach_anonymous(pid, fd, seg_id, readonly)
-
-
-_I64 = 2**63
-
-
-def _int_tuple(v: Any, what: str) -> tuple[int, ...]:
-    if not isinstance(v, tuple) or len(v) > 64 or not all(type(x) is int and -_I64 <= x < _I64 for x in v):
-        raise ValueError(f"bad ndshm handle: {what} must be a tuple of at most 64 64-bit ints")
-    return v
-
-
-def _rebuild(
-    ref: Any, offset: Any, shape: Any, strides: Any, dtype: Any, readonly: Any
-) -> SharedArray | hosts.ForeignHandle:
-    """Unpickles a handle: maps the segment (once per process) and rebuilds
-    the view; on another host, a :class:`ForeignHandle` that passes it on."""
-    seg_ref, host = _split_ref(ref)
-    if host != hosts.LABEL:
-        return hosts.ForeignHandle(host, (ref, offset, shape, strides, dtype, readonly))
-    if type(offset) is not int or not -_I64 <= offset < _I64:
-        raise ValueError("bad ndshm handle: offset")
-    if type(readonly) is not bool:
-        raise ValueError("bad ndshm handle")
-    shape = _int_tuple(shape, "shape")
-    strides = _int_tuple(strides, "strides")
-    seg = _attach_seg(seg_ref, readonly)
-    if dtype is None:
-        dt = _seg_dtype(seg)
-    elif isinstance(dtype, np.dtype):
-        dt = dtype
-        _descr_of(dt)  # refuses object and variable-width dtypes
-    else:
-        raise ValueError("bad ndshm handle: dtype")
-    _native.check_view(seg.nbytes, offset, shape, strides, dt.itemsize)
-    arr = np.ndarray.__new__(SharedArray, shape, dt, buffer=seg, offset=offset, strides=strides)
-    if readonly and arr.flags.writeable:
-        arr.flags.writeable = False
-    return arr
+#: Unpickles a handle: checks it, maps the segment (once per process) and
+#: rebuilds the view; on another host, a :class:`~ndshm.hosts.ForeignHandle`
+#: that passes it on. Native: it runs once per task that carries an array.
+_rebuild = _native.rebuild
 
 
 def _wrap(seg: _native.Segment) -> SharedArray:
@@ -355,6 +266,9 @@ def from_array(arr: Any, *, name: str | None = None) -> SharedArray:
         return _publish(seg, lambda dst: np.copyto(dst, a))
     seg = _create(a.shape, a.dtype, order, name, src)
     return _publish(seg, None)
+
+
+_native.configure_handles(_rebuild, hosts.LABEL, SharedArray, hosts.ForeignHandle, _dtype_of, _descr_of)
 
 
 def attach(name: str, *, readonly: bool = False) -> SharedArray:

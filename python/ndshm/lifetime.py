@@ -43,7 +43,8 @@ def _at_exit() -> None:
     _native.at_exit()
 
 
-def _ensure_exit_hook() -> None:
+def ensure_exit_hook() -> None:
+    """Makes sure this process hands pending handoffs to a keeper at exit."""
     global _hooked_pid
     if _hooked_pid == _pid:
         return
@@ -51,12 +52,6 @@ def _ensure_exit_hook() -> None:
     atexit.register(_at_exit)
     # Runs in multiprocessing children before their os._exit.
     multiprocessing.util.Finalize(None, _at_exit, exitpriority=-100)
-
-
-def note_sent(seg: _native.Segment) -> None:
-    """Counts one handle of `seg` leaving this process."""
-    _ensure_exit_hook()
-    seg.note_sent()
 
 
 def sweep() -> None:

@@ -16,7 +16,6 @@ pub fn array_of<'py>(
     cls: &Bound<'py, PyType>,
     dtype: &Bound<'py, PyArrayDescr>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let py = seg.py();
     let s = &seg.get().seg;
     let h = s.header();
     // The array must cover exactly the segment's data: numpy trusts these.
@@ -28,19 +27,50 @@ pub fn array_of<'py>(
     if !cls.is_subclass_of::<PyUntypedArray>()? {
         return Err(PyTypeError::new_err("cls must be numpy.ndarray or a subclass"));
     }
-    let mut dims: Vec<npyffi::npy_intp> = Vec::with_capacity(h.shape.len());
-    for &d in &h.shape {
-        dims.push(npyffi::npy_intp::try_from(d).map_err(|_| PyValueError::new_err("dimension too large"))?);
-    }
-    let mut flags = if s.is_readonly() { 0 } else { NPY_ARRAY_WRITEABLE };
-    if h.fortran_order {
+    let shape: Vec<i64> = h.shape.iter().map(|&d| d as i64).collect();
+    // SAFETY: shape × itemsize covers exactly the segment's data (checked
+    // above), laid out in the header's order.
+    unsafe { new_view(seg, cls, dtype, &shape, None, h.fortran_order, 0, !s.is_readonly()) }
+}
+
+/// An array of type `cls` over `seg`'s data from byte `offset`, with base
+/// `seg`: strided as given, or contiguous in C (Fortran) order.
+///
+/// # Safety
+/// Every element of the view must lie inside the segment's data (for an
+/// empty view, `offset` within it or at its end); `cls` must be ndarray or
+/// a subclass.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn new_view<'py>(
+    seg: &Bound<'py, PySegment>,
+    cls: &Bound<'py, PyType>,
+    dtype: &Bound<'py, PyArrayDescr>,
+    shape: &[i64],
+    strides: Option<&[i64]>,
+    fortran: bool,
+    offset: i64,
+    writeable: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = seg.py();
+    let s = &seg.get().seg;
+    let intp = |v: &[i64]| -> PyResult<Vec<npyffi::npy_intp>> {
+        v.iter()
+            .map(|&d| npyffi::npy_intp::try_from(d).map_err(|_| PyValueError::new_err("dimension too large")))
+            .collect()
+    };
+    let mut dims = intp(shape)?;
+    let mut steps = strides.map(intp).transpose()?;
+    let mut flags = if writeable { NPY_ARRAY_WRITEABLE } else { 0 };
+    if fortran && steps.is_none() {
         flags |= NPY_ARRAY_F_CONTIGUOUS;
     }
-    // SAFETY: `data` points at `data_len` mapped bytes, which the shape ×
-    // itemsize checked above covers exactly, in the order the flags give
-    // (numpy computes the strides); the descriptor reference is stolen, so
-    // one is handed over. The mapping outlives the array: the array's base
-    // (set below, before anything can see the array) holds the segment.
+    let strides_ptr = steps.as_mut().map_or(std::ptr::null_mut(), |v| v.as_mut_ptr());
+    // Integer arithmetic: an empty view's offset may be the end of the data.
+    let data = (s.data_ptr() as isize).wrapping_add(offset as isize) as *mut std::ffi::c_void;
+    // SAFETY: the caller vouches that the view lies inside the mapped data;
+    // the descriptor reference is stolen, so one is handed over. The
+    // mapping outlives the array: the array's base (set below, before
+    // anything can see the array) holds the segment.
     unsafe {
         let arr = PY_ARRAY_API.PyArray_NewFromDescr(
             py,
@@ -48,8 +78,8 @@ pub fn array_of<'py>(
             dtype.clone().into_ptr().cast(),
             dims.len() as std::os::raw::c_int,
             dims.as_mut_ptr(),
-            std::ptr::null_mut(),
-            s.data_ptr().cast(),
+            strides_ptr,
+            data,
             flags,
             std::ptr::null_mut(),
         );

@@ -4,6 +4,7 @@
 mod array;
 mod dispatch;
 mod errors;
+mod handle;
 mod lock;
 mod view;
 
@@ -22,10 +23,24 @@ use std::os::raw::c_int;
 #[pyclass(frozen, weakref, dict, name = "Segment", module = "ndshm._native")]
 pub struct PySegment {
     pub(crate) seg: Segment,
+    /// The dtype object, made on first use (see `handle::segment_dtype`).
+    pub(crate) dtype: pyo3::sync::PyOnceLock<Py<numpy::PyArrayDescr>>,
+}
+
+impl PySegment {
+    pub(crate) fn new(seg: Segment) -> Self {
+        PySegment { seg, dtype: pyo3::sync::PyOnceLock::new() }
+    }
 }
 
 #[pymethods]
 impl PySegment {
+    /// The array's dtype (numpy.dtype), as the header describes it.
+    #[getter]
+    fn dtype<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, numpy::PyArrayDescr>> {
+        handle::segment_dtype(slf)
+    }
+
     /// Random 64-bit id of the segment.
     #[getter]
     fn id(&self) -> u64 {
@@ -131,11 +146,6 @@ impl PySegment {
         self.seg.abandon()
     }
 
-    /// Records that a handle of this segment is leaving the process.
-    fn note_sent(&self) {
-        self.seg.note_sent()
-    }
-
     unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
         let seg = &slf.get().seg;
         let readonly = c_int::from(seg.is_readonly());
@@ -213,7 +223,7 @@ fn create(
         }
     }
     .map_err(seg_err)?;
-    Ok(PySegment { seg })
+    Ok(PySegment::new(seg))
 }
 
 /// Attaches a named segment.
@@ -221,7 +231,7 @@ fn create(
 #[pyo3(signature = (name, readonly=false))]
 fn attach(py: Python<'_>, name: &str, readonly: bool) -> PyResult<PySegment> {
     let seg = py.detach(|| Segment::attach(name, readonly)).map_err(seg_err)?;
-    Ok(PySegment { seg })
+    Ok(PySegment::new(seg))
 }
 
 /// Attaches an anonymous segment held by process `pid` as `fd`.
@@ -229,7 +239,7 @@ fn attach(py: Python<'_>, name: &str, readonly: bool) -> PyResult<PySegment> {
 #[pyo3(signature = (pid, fd, id, readonly=false))]
 fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> PyResult<PySegment> {
     let seg = Segment::attach_anonymous(pid, fd, id, readonly).map_err(seg_err)?;
-    Ok(PySegment { seg })
+    Ok(PySegment::new(seg))
 }
 
 /// The named segment a handle names (segment `id`, known as `name`),
@@ -238,7 +248,7 @@ fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> PyResult<PySe
 #[pyo3(signature = (name, id, readonly=false))]
 fn attach_named_handle(py: Python<'_>, name: &str, id: u64, readonly: bool) -> PyResult<PySegment> {
     let seg = py.detach(|| Segment::attach_named_handle(name, id, readonly)).map_err(seg_err)?;
-    Ok(PySegment { seg })
+    Ok(PySegment::new(seg))
 }
 
 /// Lets go of received segments kept mapped (see `ndshm::cache`); the
@@ -254,7 +264,7 @@ fn release_cached() -> usize {
 #[pyfunction]
 #[pyo3(signature = (id, readonly=false))]
 fn lookup(id: u64, readonly: bool) -> Option<PySegment> {
-    Segment::lookup(id, readonly).map(|seg| PySegment { seg })
+    Segment::lookup(id, readonly).map(PySegment::new)
 }
 
 /// Raises ValueError unless the strided view lies inside `nbytes` of data.
@@ -386,6 +396,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(segment_dir, m)?)?;
     m.add_function(wrap_pyfunction!(private_tmpfs, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::configure_handles, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::handle, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::rebuild, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::segment_ref, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::attach_ref, m)?)?;
     m.add_function(wrap_pyfunction!(host, m)?)?;
     m.add("PAGE", ndshm::format::PAGE)?;
     m.add("FORMAT_VERSION", ndshm::format::FORMAT_VERSION)?;

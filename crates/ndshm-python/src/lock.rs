@@ -130,7 +130,7 @@ impl PyLock {
     /// The segment holding the lock.
     #[getter]
     fn segment(&self) -> PySegment {
-        PySegment { seg: self.seg.clone() }
+        PySegment::new(self.seg.clone())
     }
 
     /// Acquires the lock shared; returns the reader slot to pass to
