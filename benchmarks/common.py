@@ -8,18 +8,15 @@ suites written by different people can share the file.
 
 from __future__ import annotations
 
-import atexit
 import gc
 import os
 import platform
 import re
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,8 +137,18 @@ def _read(path: str) -> str:
         return ""
 
 
-def _thp(path: str) -> str:
+def _thp(path: str | Path) -> str:
     return sysfs_choice(path) or "?"
+
+
+def _mthp() -> str:
+    """The multi-size THP sizes enabled for shmem, if any."""
+    on = []
+    for d in sorted(THP.glob("hugepages-*kB")):
+        c = sysfs_choice(d / "shmem_enabled")
+        if c not in (None, "never", "inherit"):
+            on.append(f"{d.name.removeprefix('hugepages-')}: {c}")
+    return f" (multi-size: {', '.join(on)})" if on else ""
 
 
 def _git_rev() -> str:
@@ -194,8 +201,8 @@ def environment() -> dict[str, str]:
         "memory": mem,
         "kernel": platform.release(),
         "dev_shm": shm,
-        "thp": f"anon: {_thp('/sys/kernel/mm/transparent_hugepage/enabled')}, "
-        f"shmem: {_thp('/sys/kernel/mm/transparent_hugepage/shmem_enabled')}",
+        "thp": f"anon: {_thp(THP / 'enabled')}, shmem: {_thp(SHMEM_ENABLED)}{_mthp()}",
+        "huge_pages": huge_pages_setup(),
         "loadavg": load,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
@@ -209,7 +216,8 @@ def environment_md(env: dict[str, str], command: str, elapsed_s: float | None = 
         ("date", env["date"]),
         ("command", f"`{command}`" + (f" (took {elapsed_s:.0f} s)" if elapsed_s else "")),
         ("CPU", f"{env['cpu']}, nproc {env['nproc']}"),
-        ("memory", f"{env['memory']}; /dev/shm {env['dev_shm']}; transparent huge pages {env['thp']}"),
+        ("memory", f"{env['memory']}; /dev/shm {env['dev_shm']}"),
+        ("huge pages", f"transparent huge pages {env['thp']}; {env['huge_pages']}"),
         ("kernel", env["kernel"]),
         ("load average at start", f"{env['loadavg']} (1/5/15 min)"),
         (
@@ -326,10 +334,11 @@ def package_version(dist: str) -> str:
 
 THP = Path("/sys/kernel/mm/transparent_hugepage")
 SHMEM_ENABLED = THP / "shmem_enabled"
-# ndshm re-reads shmem_enabled at most once a second (in every process,
-# pool workers included): after a switch, wait this long before timing.
-THP_SETTLE_S = 1.1
-THP_MODE = "advise"
+HUGE_PAGES_VAR = "NDSHM_HUGE_PAGES"
+# ndshm re-reads NDSHM_HUGE_PAGES (with shmem_enabled) at most once a
+# second: after a change, wait this long before timing.
+HUGE_PAGES_SETTLE_S = 1.1
+SMALL_PAGES = "with 4 KiB pages (`NDSHM_HUGE_PAGES=off`)"
 
 
 def sysfs_choice(path: str | Path) -> str | None:
@@ -341,86 +350,108 @@ def sysfs_choice(path: str | Path) -> str | None:
     return m.group(1) if m else None
 
 
-def shmem_thp_selected() -> str | None:
-    """The selected value of shmem_enabled (None: no shmem THP here)."""
-    return sysfs_choice(SHMEM_ENABLED)
+def private_tmpfs() -> bool:
+    """Whether this process keeps big anonymous segments in ndshm's private
+    tmpfs (huge=within_size), making it on first call where it may."""
+    from ndshm import _native
+
+    return _native.private_tmpfs()
 
 
-def shmem_thp_unavailable() -> str | None:
-    """Why shmem_enabled cannot be switched here, or None if it can."""
-    if shmem_thp_selected() is None:
-        return f"`{SHMEM_ENABLED}` is absent (a kernel without transparent huge pages for shmem)"
-    if not os.access(SHMEM_ENABLED, os.W_OK):
-        return f"`{SHMEM_ENABLED}` is not writable (the benchmark is not running as root)"
-    return None
-
-
-def _write_shmem(mode: str) -> None:
-    SHMEM_ENABLED.write_text(mode)
-
-
-def _sigterm_raises() -> Callable[[], None]:
-    """While shmem_enabled is switched, SIGTERM raises SystemExit (so the
-    restoring `finally` runs) if nothing else handles it; returns the undo."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return lambda: None
-
-    def on_term(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+def _huge_pages_env_off() -> bool:
+    return os.environ.get(HUGE_PAGES_VAR, "").strip().lower() == "off"
 
 
 @contextmanager
-def shmem_thp(mode: str = THP_MODE) -> Iterator[bool]:
-    """Switches transparent huge pages for shared memory (memfd, so ndshm's
-    anonymous segments) to `mode` for the block, then puts the previously
-    selected value back. Yields whether it could switch: False (nothing
-    changed) where shmem_enabled is absent or not writable.
-
-    The switch is system-wide, so the previous value is restored whatever
-    happens: on leaving the block (exceptions and KeyboardInterrupt
-    included), by an atexit hook while switched, and on SIGTERM (raised as
-    SystemExit, unless the process handles SIGTERM itself). After each
-    switch it sleeps THP_SETTLE_S, so that ndshm in this process and in
-    running workers has re-read the setting."""
-    before = shmem_thp_selected()
-    if before is None or shmem_thp_unavailable() is not None:
-        yield False
-        return
+def huge_pages_off(settle_s: float = HUGE_PAGES_SETTLE_S) -> Iterator[None]:
+    """Sets NDSHM_HUGE_PAGES=off in this process for the block, so that the
+    anonymous segments it creates are memfds with 4 KiB pages (processes
+    already running keep their environment, and the creator decides), then
+    puts the previous value back, exceptions included. Sleeps `settle_s`
+    after each change so that ndshm has re-read it; a caller that sleeps
+    longer than HUGE_PAGES_SETTLE_S anyway may pass 0."""
+    before = os.environ.get(HUGE_PAGES_VAR)
+    os.environ[HUGE_PAGES_VAR] = "off"
     try:
-        _write_shmem(mode)
-    except OSError:
-        yield False
-        return
-
-    def restore() -> None:
-        with suppress(OSError):
-            _write_shmem(before)
-
-    atexit.register(restore)
-    undo_sigterm = _sigterm_raises()
-    try:
-        time.sleep(THP_SETTLE_S)
-        yield True
+        time.sleep(settle_s)
+        yield
     finally:
-        now = shmem_thp_selected()
-        if now != mode:
-            print(
-                f"WARNING: {SHMEM_ENABLED} was switched to {now!r} by another process while the "
-                f"benchmark had it at {mode!r}; putting back {before!r}",
-                file=sys.stderr,
-                flush=True,
-            )
-        try:
-            _write_shmem(before)
-        finally:
-            atexit.unregister(restore)
-            undo_sigterm()
-    time.sleep(THP_SETTLE_S)  # what runs next sees the restored setting
+        if before is None:
+            os.environ.pop(HUGE_PAGES_VAR, None)
+        else:
+            os.environ[HUGE_PAGES_VAR] = before
+        time.sleep(settle_s)  # what runs next sees the previous setting
+
+
+def default_pages_text() -> str:
+    """How ndshm's anonymous segments of 2 MiB or more get their pages in
+    this process's default configuration (the rows without a page-size
+    mark), as a sentence."""
+    shmem = sysfs_choice(SHMEM_ENABLED)
+    if _huge_pages_env_off():
+        return (
+            f"`{HUGE_PAGES_VAR}=off` was already set in the environment the benchmark started with, "
+            f"so anonymous segments had 4 KiB pages in the default rows too."
+        )
+    if shmem in (None, "deny"):
+        return (
+            f"shmem_enabled is `{shmem or 'absent'}`, which refuses shared memory huge pages, so "
+            f"anonymous segments had 4 KiB pages in the default rows too."
+        )
+    if shmem != "never":
+        return (
+            f"With shmem_enabled at `{shmem}`, anonymous segments of 2 MiB or more are memfds with "
+            f"huge pages in the default rows (ndshm marks their mappings `MADV_HUGEPAGE`)."
+        )
+    if private_tmpfs():
+        return (
+            "In the default rows (ndshm's default), anonymous segments of 2 MiB or more are "
+            "unnamed files in a private tmpfs that the process mounted itself with "
+            "`huge=within_size` (shmem_enabled is `never`, which gives memfds 4 KiB pages), so "
+            "they get 2 MiB pages."
+        )
+    return (
+        "This process may not mount a private tmpfs (neither root nor allowed user namespaces), "
+        "so anonymous segments were memfds with 4 KiB pages in the default rows too."
+    )
+
+
+def small_pages_text(rows: str, probe: str) -> str:
+    """The paragraph on page sizes: the default rows', and the rows run again
+    with NDSHM_HUGE_PAGES=off (`rows` names them); `probe` says how much of a
+    result was in huge pages in each block."""
+    return (
+        f'Page sizes. {default_pages_text()} Rows marked "4 KiB pages" ran in a block of their '
+        f"own after the others, with `{HUGE_PAGES_VAR}=off` set in this process's environment: "
+        f"ndshm re-reads it at most once a second, so the benchmark waited {HUGE_PAGES_SETTLE_S:g} s "
+        f"after setting it (and again after removing it), then ran two untimed warm-ups of each "
+        f"row and its rounds. Anonymous segments this process creates are then memfds with 4 KiB "
+        f"pages, as before ndshm had its private tmpfs (and as wherever a process may not mount "
+        f"one). That applies to {rows}. SharedMemory and named segments live on /dev/shm, whose "
+        f"mount option (huge={dev_shm_huge()}) governs them, not the variable: they are not "
+        f"repeated. {probe}"
+    )
+
+
+def huge_probe_text(what: str, huge: dict[str, str], touched: bool = False) -> str:
+    """The sentence on how much of a result was in huge pages, measured by
+    `what` made untimed after each block (`huge` by block: default, off)."""
+    read = ", every page then read in this process" if touched else ""
+    return (
+        f"Huge pages in a result's mapping ({what} after each block, untimed{read}; "
+        f"ShmemPmdMapped in /proc/self/smaps): default config {huge.get('default', 'n/a')}, "
+        f"`{HUGE_PAGES_VAR}=off` {huge.get('off', 'n/a')}."
+    )
+
+
+def small_pages_label(label: str) -> str:
+    """A row's label for its run with NDSHM_HUGE_PAGES=off."""
+    return f"{label}, **4 KiB pages** (`{HUGE_PAGES_VAR}=off`)"
+
+
+def small_pages_target(title: str) -> str:
+    """A target's title for the reference rows with NDSHM_HUGE_PAGES=off."""
+    return f"for reference: {title} {SMALL_PAGES}"
 
 
 def dev_shm_huge() -> str:
@@ -463,54 +494,22 @@ def touch_pages(a: Any) -> None:
     int(flat[::4096].sum())
 
 
+def huge_pages_setup() -> str:
+    """What decides shared memory's page size here, for the run header."""
+    pool = re.search(r"HugePages_Total:\s+(\d+)", _read("/proc/meminfo"))
+    tmpfs = "in use" if private_tmpfs() else "not available (4 KiB pages for anonymous segments)"
+    env = os.environ.get(HUGE_PAGES_VAR)
+    return (
+        f"/dev/shm huge={dev_shm_huge()}; ndshm private tmpfs (huge=within_size) for anonymous "
+        f"segments of 2 MiB or more: {tmpfs}"
+        + (f" (`{HUGE_PAGES_VAR}={env}` set at start)" if env is not None else "")
+        + (f"; hugetlbfs pool {pool.group(1)} pages" if pool and pool.group(1) != "0" else "")
+    )
+
+
 def huge_check(a: Any, touch: bool = False) -> str:
     """How much of `a`'s mapping is in huge pages here, as a short phrase."""
     if touch:
         touch_pages(a)
     huge, size = huge_mib(a)
     return f"{huge:,.0f} of {size:,.0f} MiB"
-
-
-def shmem_thp_text(
-    switched: bool,
-    rows: str,
-    before: str | None,
-    probe: str = "",
-    held: bool = True,
-    mode: str = THP_MODE,
-) -> str:
-    """The paragraph that explains the rows run with shmem THP switched:
-    `rows` names them, `before` is the value put back, `probe` says how much
-    of a result was in huge pages, `held` whether shmem_enabled still read
-    `mode` at the end of the block (another process may switch it too)."""
-    mount = dev_shm_huge()
-    if not switched:
-        return (
-            f"Huge pages for shared memory: not measured, the rows with shmem THP `{mode}` were "
-            f"skipped: {shmem_thp_unavailable() or 'switching shmem_enabled failed'}. SharedMemory and "
-            f"named segments live on /dev/shm, whose tmpfs mount option (huge={mount}), not "
-            f"shmem_enabled, governs them."
-        )
-    return (
-        f'Rows marked "shmem THP `{mode}`" ran in a block of their own after the others: the '
-        f"benchmark (running as root) wrote `{mode}` to `{SHMEM_ENABLED}`, waited {THP_SETTLE_S:g} s "
-        f"(ndshm, here and in running workers, re-reads the setting at most once a second), ran two "
-        f"untimed warm-ups of each row and then its rounds, and put the previous value (`{before}`) "
-        f"back. Under `{mode}`, ndshm marks every mapping of an anonymous segment (memfd) of 2 MiB or "
-        f"more `MADV_HUGEPAGE` and reserves new segments through the mapping on several threads, so "
-        f"they get 2 MiB pages instead of 4 KiB ones. That applies to {rows}. SharedMemory and named "
-        f"segments live on /dev/shm, whose tmpfs mount option (huge={mount}), not shmem_enabled, "
-        f"governs them: the switch does not change them, so they are not repeated."
-        + (f" {probe}" if probe else "")
-        + (
-            ""
-            if held
-            else f" WARNING: shmem_enabled no longer read `{mode}` at the end of the block (another "
-            f"process switched it), so these rows may have run without huge pages."
-        )
-    )
-
-
-def thp_label(label: str, mode: str = THP_MODE) -> str:
-    """A row's label for its run with shmem THP switched to `mode`."""
-    return f"{label}, **shmem THP `{mode}`** (huge pages)"

@@ -20,17 +20,16 @@ import statistics
 import textwrap
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from multiprocessing import shared_memory
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
-from time import perf_counter_ns
+from time import perf_counter_ns, sleep
 from typing import Any
 
 import numpy as np
 from common import (
-    THP_MODE,
     GiB,
     KiB,
     MiB,
@@ -41,12 +40,13 @@ from common import (
     fmt_time,
     gc_paused,
     huge_check,
-    shmem_thp,
-    shmem_thp_selected,
-    shmem_thp_text,
-    shmem_thp_unavailable,
+    huge_pages_off,
+    huge_probe_text,
+    private_tmpfs,
+    small_pages_label,
+    small_pages_target,
+    small_pages_text,
     table,
-    thp_label,
     verdict,
 )
 
@@ -72,6 +72,7 @@ class Config:
     attach_passes: int
     from_array_size: int
     from_array_reps: int
+    from_array_idle_rounds: int  # rounds of the block timed after IDLE_S of sleep each
 
 
 FULL = Config(
@@ -86,6 +87,7 @@ FULL = Config(
     attach_passes=6,
     from_array_size=1 * GiB,
     from_array_reps=15,
+    from_array_idle_rounds=5,
 )
 
 QUICK = Config(
@@ -100,6 +102,7 @@ QUICK = Config(
     attach_passes=1,
     from_array_size=64 * MiB,
     from_array_reps=3,
+    from_array_idle_rounds=1,
 )
 
 
@@ -258,7 +261,7 @@ def _timed(fn: Callable[[], Any], expect: Any) -> int:
 HANDOFF_ROWS = [
     # key, label, floor key (for the "x its own empty task" column)
     ("empty", "empty task (Pipe round trip, no array): floor", None),
-    ("ndshm_anon", "ndshm handle, anonymous (memfd)", "empty"),
+    ("ndshm_anon", "ndshm handle, anonymous", "empty"),
     ("ndshm_named", "ndshm handle, named", "empty"),
     ("shm", "SharedMemory by name (+ ndarray wrap, close)", "empty"),
     ("pickle", "pickled copy of a plain ndarray", "empty"),
@@ -782,8 +785,12 @@ def _attach_pass(
 
 # ------------------------------------------------------------------ (c) from_array
 
-# Rows repeated with shmem THP switched on: the anonymous (memfd) ones.
-FROM_ARRAY_THP = ["anon", "empty_copyto"]
+# Rows repeated with NDSHM_HUGE_PAGES=off: the anonymous ones (named
+# segments and SharedMemory live on /dev/shm, which the variable does not change).
+FROM_ARRAY_SMALL = ["anon", "empty_copyto"]
+# Longer than this VM waits before handing idle freed memory back to its
+# host (~2 s), and than ndshm's re-read of NDSHM_HUGE_PAGES.
+IDLE_S = 3.0
 
 
 def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
@@ -854,11 +861,17 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
         ("shm", "`SharedMemory(create=True, size)` + `np.copyto`", run_shm),
         ("private", "reference: `a.copy()` (private memory)", run_private),
     ]
-    # The same anonymous rows, run in a block of their own with shmem THP
-    # switched on (anonymous segments are memfds, which shmem_enabled governs).
-    by_key = {k: (label, f) for k, label, f in rows_def}
-    rows_thp = [(f"{k}_thp", thp_label(by_key[k][0]), by_key[k][1]) for k in FROM_ARRAY_THP]
-    samples = {k: Samples(k) for k, _, _ in rows_def + rows_thp}
+    label_of = {k: label for k, label, _ in rows_def}
+    fn_of = {k: f for k, _, f in rows_def}
+    rows_off = [(f"{k}_off", small_pages_label(label_of[k]), fn_of[k]) for k in FROM_ARRAY_SMALL]
+    idle = f", **after {IDLE_S:g} s idle**"
+    # (key, label, function, with NDSHM_HUGE_PAGES=off)
+    rows_idle = [
+        ("anon_idle", label_of["anon"] + idle, run_anon, False),
+        ("anon_off_idle", small_pages_label(label_of["anon"]) + idle, run_anon, True),
+        ("shm_idle", label_of["shm"] + idle, run_shm, False),
+    ]
+    samples = {k: Samples(k) for k, *_ in rows_def + rows_off + rows_idle}
     rng = random.Random(3)
 
     def run_block(rows: list[tuple[str, str, Callable[[], int]]], warmups: int, what: str) -> None:
@@ -872,6 +885,22 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
                     samples[key].add(fns[key]())
             log(f"{what}: rep {r + 1}/{cfg.from_array_reps}, ndshm {fmt_time(samples[rows[0][0]].ns[-1])}")
 
+    def run_idle(fn: Callable[[], int], off: bool) -> int:
+        # The idle sleep is longer than ndshm's re-read of the variable: no
+        # settling pause of its own; the next timing's sleep covers the restore.
+        with huge_pages_off(settle_s=0) if off else nullcontext():
+            sleep(IDLE_S)
+            with gc_paused():
+                return fn()
+
+    def idle_block() -> None:
+        fns = {k: (f, off) for k, _, f, off in rows_idle}
+        rounds = cfg.from_array_idle_rounds
+        for r in range(rounds):
+            for key in schedule(dict.fromkeys(fns, 1), rng):
+                samples[key].add(run_idle(*fns[key]))
+            log(f"from_array, after {IDLE_S:g} s idle: round {r + 1}/{rounds}")
+
     def probe() -> str:
         b = ndshm.from_array(plain)
         try:
@@ -880,21 +909,21 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
             del b
 
     huge: dict[str, str] = {}
-    switched, held = False, True
     try:
         run_block(rows_def, 1, "from_array")
         huge["default"] = probe()
-        with shmem_thp() as switched:
-            if switched:
-                run_block(rows_thp, 2, f"from_array, shmem THP {THP_MODE}")
-                huge[THP_MODE] = probe()
-                held = shmem_thp_selected() == THP_MODE
-        before = shmem_thp_selected()  # the system's setting, put back
+        with huge_pages_off():
+            run_block(rows_off, 2, "from_array, NDSHM_HUGE_PAGES=off")
+            huge["off"] = probe()
+        idle_block()
     finally:
         for name in made:
             _ndshm_delete(name)
 
-    shm_med, shm_min = samples["shm"].median, samples["shm"].min
+    def ratio_base(k: str) -> str:
+        """The SharedMemory row a row compares with: the idle one for idle rows."""
+        return "shm_idle" if k.endswith("_idle") else "shm"
+
     priv_min = samples["private"].min
     rows = [
         (
@@ -903,13 +932,13 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
             fmt_time(samples[k].min),
             samples[k].n,
             f"{nbytes / samples[k].median:.2f} GB/s",
-            fmt_ratio(samples[k].median / shm_med),
-            fmt_ratio(samples[k].min / shm_min),
+            fmt_ratio(samples[k].median / samples[ratio_base(k)].median),
+            fmt_ratio(samples[k].min / samples[ratio_base(k)].min),
             fmt_ratio(samples[k].min / priv_min),
         )
-        for k, label, _ in rows_def + (rows_thp if switched else [])
+        for k, label, *_ in rows_def + rows_off + rows_idle
     ]
-    anon, named, anon_thp = samples["anon"], samples["named"], samples["anon_thp"]
+    anon, named, anon_off = samples["anon"], samples["named"], samples["anon_off"]
     limit = 400e6 * nbytes / GiB
     what = f"`from_array` of {fmt_size(nbytes)} ≤ {fmt_time(limit)}"
     targets = [
@@ -920,30 +949,15 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
             verdict(anon.median <= limit),
         ),
         (
-            f"{what} with huge pages (shmem THP `{THP_MODE}`, median)",
-            f"anonymous {fmt_time(anon_thp.median)} (min {fmt_time(anon_thp.min)})"
-            if switched
-            else f"not measured: {shmem_thp_unavailable() or 'switching failed'}",
-            verdict(anon_thp.median <= limit) if switched else "",
+            small_pages_target(f"{what} (median)"),
+            f"anonymous {fmt_time(anon_off.median)} (min {fmt_time(anon_off.min)})",
+            verdict(anon_off.median <= limit),
         ),
     ]
-    probe_line = (
-        f"Huge pages in a result's mapping (one more `from_array` after each block, untimed; "
-        f"ShmemPmdMapped in /proc/self/smaps): default config {huge['default']}"
-        + (f", shmem THP `{THP_MODE}` {huge[THP_MODE]}." if THP_MODE in huge else ".")
-    )
-    thp_text = shmem_thp_text(
-        switched,
+    pages_text = small_pages_text(
         "the anonymous rows `ndshm.from_array(a)` and `ndshm.empty` + `np.copyto`; their ratios are to "
-        "the SharedMemory and private-copy rows of the default block, which the setting does not change",
-        before,
-        probe_line,
-        held,
-    )
-    shared_thp = (
-        f"which shared memory does not get in the system's configuration here (shmem THP `{before}`)"
-        if before in (None, "never", "deny")
-        else f"as anonymous segments do in the system's configuration here (shmem THP `{before}`)"
+        "the SharedMemory and private-copy rows of the default block",
+        huge_probe_text("one more `from_array`", huge),
     )
     headers = (
         "contender",
@@ -961,18 +975,32 @@ written) that is made once before timing. Only creation + copy is timed;
 freeing (and unlinking) each copy happens between timings. The contenders
 run once per round in a shuffled order; {cfg.from_array_reps} rounds, after one
 untimed warm-up of each.
-`ndshm.from_array` reserves the memory with `fallocate` (where huge pages
-are allowed, by touching it through the mapping) and copies with several
-threads; SharedMemory reserves nothing (pages are allocated by the
-copy's page faults, and a full /dev/shm would SIGBUS). numpy's private copy
-may use transparent huge pages (`madvise` mode), {shared_thp}, so it is a
-reference, not a contender.
+`ndshm.from_array` reserves the memory (a segment with huge pages by
+populating its mapping on several threads, one with 4 KiB pages with
+`fallocate`) and copies with several threads; SharedMemory reserves nothing
+(pages are allocated by the copy's page faults, and a full /dev/shm would
+SIGBUS). numpy's private copy may use transparent huge pages (`madvise`
+mode), so it is a reference, not a contender.
 Copies of 1 GiB are where this shared 2-CPU machine is noisiest: when a
 contender's median is far above its min, other work was running during
 some of its rounds, and the mins are the better guide to what the code
 itself costs.
 
-{thp_text}
+{pages_text}
+
+Rows marked "after {IDLE_S:g} s idle" ran last, in a block of their own:
+`ndshm.from_array(a)` in the default config and with `NDSHM_HUGE_PAGES=off`,
+and SharedMemory + `np.copyto`, interleaved in a shuffled order,
+{cfg.from_array_idle_rounds} round(s) without warm-up, each timing preceded by an untimed
+`time.sleep({IDLE_S:g})` (for the `NDSHM_HUGE_PAGES=off` row, the variable is set
+before the sleep, which also covers ndshm's re-read, and removed after the
+timing). This VM hands memory the guest has freed back to its host after
+about 2 s idle (free page reporting), so the first touch of memory that
+was idle costs a host fault; the rows above run back to back and reuse
+memory freed moments before. These rows show what a copy costs after a
+pause: huge pages built from memory the host took back can cost more than
+4 KiB pages. Their "x SharedMemory" compares with the idle SharedMemory
+row; no target is judged on them.
 
 {table(headers, rows)}
 
@@ -982,7 +1010,7 @@ Targets:
 """
     raw = {
         "from_array": {k: s.ns for k, s in samples.items()},
-        "shmem_thp": {"switched": switched, "before": before, "held": held, "huge_mib": huge},
+        "huge_pages": {"private_tmpfs": private_tmpfs(), "huge_mib": huge, "idle_s": IDLE_S},
     }
     return Result("(c) from_array", body, raw)
 

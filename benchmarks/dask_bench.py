@@ -39,6 +39,7 @@ import argparse
 import gc
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -185,9 +186,14 @@ def _fmt_us(v: float) -> str:
     return f"{v:.2f} µs" if v < 10 else f"{v:.1f} µs" if v < 100 else f"{v:,.0f} µs"
 
 
-def _memfd_bytes(pids: list[int]) -> int:
-    """Bytes of the distinct memfds (anonymous ndshm segments) these
-    processes hold open."""
+# An unnamed file in a detached mount, as ndshm's private tmpfs holds them
+# (anonymous segments of 2 MiB or more; the smaller ones are memfds).
+_DETACHED_TMPFILE = re.compile(r"/#\d+ \(deleted\)")
+
+
+def _anon_segment_bytes(pids: list[int]) -> int:
+    """Bytes of the distinct anonymous ndshm segments (memfds and files of
+    ndshm's private tmpfs) these processes hold open."""
     seen: dict[tuple[int, int], int] = {}
     for pid in pids:
         base = f"/proc/{pid}/fd"
@@ -198,7 +204,8 @@ def _memfd_bytes(pids: list[int]) -> int:
         for fd in fds:
             path = f"{base}/{fd}"
             try:
-                if not os.readlink(path).startswith("/memfd:"):
+                link = os.readlink(path)
+                if not (link.startswith("/memfd:") or _DETACHED_TMPFILE.fullmatch(link)):
                     continue
                 st = os.stat(path)
             except OSError:
@@ -259,7 +266,7 @@ class Cluster:
             self.client.cancel([Future(k, self.client) for k in keys], force=True)
 
     def held(self) -> int:
-        return _memfd_bytes(self.pids)
+        return _anon_segment_bytes(self.pids)
 
 
 @contextmanager
@@ -482,8 +489,9 @@ SEED_ROWS = [
     ("map_blocks", "`ndshm.map_blocks(np.multiply, ys[:, None], xs[None, :], executor=client)`"),
     ("numpy", "reference: numpy, one process: `np.multiply.outer(y, x)`"),
 ]
-# Rows repeated with shmem THP switched on: the shared results (memfds).
-SEED_THP = ["into", "map_blocks"]
+# Rows repeated with NDSHM_HUGE_PAGES=off: the shared results (anonymous
+# segments this process creates, so its environment decides their pages).
+SEED_SMALL = ["into", "map_blocks"]
 
 
 def _row_chunks(rows: int, per: int, cols: int) -> tuple[tuple[int, ...], tuple[int]]:
@@ -575,23 +583,18 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
             c.settle()
 
     rounds = Rounds(seed=62)
-    thp = Rounds(seed=64)
+    small = Rounds(seed=64)
     huge: dict[str, str] = {}
-    switched, held_thp, before = False, True, common.shmem_thp_selected()
     try:
         with gc_paused():
             rounds.run(contenders(list(makers)), cfg.seed_rounds, log, "seed")
         huge["default"] = probe()
-        # The shared-result rows again with shmem THP switched on, in a block
-        # of their own (the workers re-read the setting within the pause).
-        with common.shmem_thp() as switched:
-            if switched:
-                with gc_paused():
-                    what = f"seed, shmem THP {common.THP_MODE}"
-                    thp.run(contenders(SEED_THP, "_thp"), cfg.seed_rounds, log, what, warmups=2)
-                huge[common.THP_MODE] = probe()
-                held_thp = common.shmem_thp_selected() == common.THP_MODE
-        before = common.shmem_thp_selected()  # the system's setting, put back
+        # The shared-result rows again with 4 KiB pages, in a block of their own.
+        with common.huge_pages_off():
+            with gc_paused():
+                what = "seed, NDSHM_HUGE_PAGES=off"
+                small.run(contenders(SEED_SMALL, "_off"), cfg.seed_rounds, log, what, warmups=2)
+            huge["off"] = probe()
     finally:
         keep.clear()
         c.settle()
@@ -606,11 +609,11 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
     base = rounds.med("dask") if rounds.ok("dask") else float("nan")
     base_np = rounds.med("numpy") if rounds.ok("numpy") else float("nan")
     label_of = dict(SEED_ROWS)
-    thp_rows = [(f"{k}_thp", common.thp_label(label_of[k])) for k in SEED_THP] if switched else []
+    small_rows = [(f"{k}_off", common.small_pages_label(label_of[k])) for k in SEED_SMALL]
     rows = []
-    for block, block_rows in ((rounds, SEED_ROWS), (thp, thp_rows)):
+    for block, block_rows in ((rounds, SEED_ROWS), (small, small_rows)):
         for key, label in block_rows:
-            chunks = chunks_of[key.removesuffix("_thp")]
+            chunks = chunks_of[key.removesuffix("_off")]
             if not block.ok(key):
                 rows.append((label, chunks, block.errors.get(key, "n/a"), "", "", "", "", "", ""))
                 continue
@@ -639,25 +642,16 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
         "x anchor",
     )
     what = f"`compute_into` ≤ {TARGET_SEED_MS:g} ms"
-    what_thp = f"{what} with huge pages (shmem THP `{common.THP_MODE}`)"
     targets = [
         _target(rounds, "into", what, TARGET_SEED_MS, size),
-        _target(thp, "into_thp", what_thp, TARGET_SEED_MS, size)
-        if switched
-        else (what_thp, f"not measured: {common.shmem_thp_unavailable() or 'switching failed'}", ""),
+        _target(small, "into_off", common.small_pages_target(what), TARGET_SEED_MS, size),
     ]
-    thp_text = common.shmem_thp_text(
-        switched,
+    pages_text = common.small_pages_text(
         "the `compute_into` and `ndshm.map_blocks(..., executor=client)` rows, whose results are "
-        "anonymous segments that the workers fill (distributed's worker processes re-read the "
-        'setting within the pause; the cluster is the same one). Their "x plain dask" and "x '
-        "numpy\" compare with the default block's rows (private memory, not changed by the switch)",
-        before,
-        "Huge pages in a fresh result's mapping (one more `compute_into` after each block, untimed, "
-        "every page then read in this process; ShmemPmdMapped in /proc/self/smaps): default config "
-        f"{huge.get('default', 'n/a')}"
-        + (f", shmem THP `{common.THP_MODE}` {huge[common.THP_MODE]}." if common.THP_MODE in huge else "."),
-        held_thp,
+        "anonymous segments this process creates and the workers fill (the cluster is the same "
+        'one). Their "x plain dask" and "x numpy" compare with the default block\'s rows (private '
+        "memory, which the variable does not change)",
+        common.huge_probe_text("one more `compute_into`", huge, touched=True),
     )
     worst = max(held.values(), default=0)
     held_line = (
@@ -705,7 +699,7 @@ this suite, every dropped 1.5 GiB result of `compute_into` or
 
 {held_line}
 
-{thp_text}
+{pages_text}
 
 Targets:
 
@@ -717,7 +711,7 @@ Targets:
         map_blocks_chunks=str(mb_chunks),
         held_after_bytes=held,
         held_wait_s=held_wait,
-        shmem_thp=thp.raw(switched=switched, before=before, held=held_thp, huge_mib=huge),
+        small_pages=small.raw(huge_mib=huge),
     )
     return body, raw
 

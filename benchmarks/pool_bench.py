@@ -18,9 +18,9 @@ would otherwise pick.
    float64, 1.6 GB) in one numpy process, with a hand-written
    ``Pool`` + ``SharedMemory`` and with ``ndshm.Pool.map_blocks`` (a ufunc
    and a Python function; into a reused pre-faulted ``out`` and into a
-   fresh result), with a line on whether shared memory gets huge pages
-   here; and a CPU-bound block workload, one process against the
-   hand-written 2-process pool and ndshm (speedup).
+   fresh result), the fresh-result rows again with 4 KiB pages
+   (``NDSHM_HUGE_PAGES=off``); and a CPU-bound block workload, one process
+   against the hand-written 2-process pool and ndshm (speedup).
 4. Pool start-up to the first result (ndshm with its default start method
    and with fork).
 5. CPU used by an idle pool's workers (utime + stime from /proc/PID/stat,
@@ -923,58 +923,24 @@ SEED_TARGETS = [
     ("ndshm_py_reused", "ndshm.map_blocks, Python function, reused pre-faulted `out`", TARGET_SEED_REUSED_MS),
     ("ndshm_ufunc_fresh", "ndshm.map_blocks, ufunc, fresh shared result", TARGET_SEED_FRESH_MS),
     ("ndshm_py_fresh", "ndshm.map_blocks, Python function, fresh shared result", TARGET_SEED_FRESH_MS),
-    # The same, run with shmem THP switched on (see SEED_THP).
-    ("ndshm_ufunc_fresh_thp", "ndshm.map_blocks, ufunc, fresh shared result", TARGET_SEED_FRESH_MS),
-    ("ndshm_py_fresh_thp", "ndshm.map_blocks, Python function, fresh shared result", TARGET_SEED_FRESH_MS),
+    # The same with 4 KiB pages, for reference (see SEED_SMALL).
+    ("ndshm_ufunc_fresh_off", "ndshm.map_blocks, ufunc, fresh shared result", TARGET_SEED_FRESH_MS),
+    ("ndshm_py_fresh_off", "ndshm.map_blocks, Python function, fresh shared result", TARGET_SEED_FRESH_MS),
 ]
 
 
-# Rows repeated in a block of their own with shmem THP switched on: the
-# fresh ndshm results (memfds whose pages the workers allocate), the reused
-# `out` for reference, and numpy (private memory, not affected) to compare.
-SEED_THP = ["numpy", "ndshm_ufunc_reused", "ndshm_ufunc_fresh", "ndshm_py_fresh"]
+# Rows repeated in a block of their own with NDSHM_HUGE_PAGES=off: the
+# fresh ndshm results (the parent creates them, so its environment decides
+# their pages), and numpy (private memory, not affected) for the block's
+# "x numpy". The reused `out` is made once, before the rounds: not repeated.
+SEED_SMALL = ["numpy", "ndshm_ufunc_fresh", "ndshm_py_fresh"]
 
 
 def _seed_hand_ref(key: str) -> str:
     """The hand-written row a seed row compares with: same kind of result
     (fresh memory, or a reused pre-faulted one)."""
-    key = key.removesuffix("_thp")
+    key = key.removesuffix("_off")
     return "hand_fresh" if key in ("numpy", "hand_fresh") or key.endswith("_fresh") else "hand_reused"
-
-
-def hugepages_line() -> str:
-    """Whether segments get huge pages on this machine, at its current setting."""
-    thp = common.THP
-    shmem = common.sysfs_choice(common.SHMEM_ENABLED)
-    marks = "ndshm marks its mappings of segments of 2 MiB or more `MADV_HUGEPAGE` and reserves them "
-    if shmem is None:
-        verdict_ = "unknown (no transparent huge page support in this kernel?)"
-    elif shmem in ("always", "within_size", "force"):
-        verdict_ = f"available (the kernel uses them for shared memory by itself; {marks}through the mapping)"
-    elif shmem == "advise":
-        verdict_ = f"available on request, and requested: {marks}through the mapping, so they get 2 MiB pages"
-    else:
-        verdict_ = (
-            "not allowed for anonymous segments at this setting (4 KiB pages, each faulted separately); "
-            f"{marks}through the mapping wherever the policy allows it (`advise`, `always`, "
-            "`within_size`, `force`)"
-        )
-    mthp = []
-    for d in sorted(thp.glob("hugepages-*kB")):
-        c = common.sysfs_choice(d / "shmem_enabled")
-        if c not in (None, "never", "inherit"):
-            mthp.append(f"{d.name[len('hugepages-') :]}: {c}")
-    hugetlb = "?"
-    with suppress(OSError):
-        m = re.search(r"HugePages_Total:\s+(\d+)", Path("/proc/meminfo").read_text())
-        hugetlb = m.group(1) if m else "?"
-    return (
-        f"Shared-memory huge pages: {verdict_}. Transparent huge pages for shmem (memfd, anonymous "
-        f"segments; `{common.SHMEM_ENABLED}`): `{shmem}`"
-        + (f" (multi-size: {', '.join(mthp)})" if mthp else "")
-        + f"; /dev/shm mount (named segments, which ndshm treats the same way when the mount's huge= "
-        f"allows it, and SharedMemory): huge={common.dev_shm_huge()}; hugetlbfs pool: {hugetlb} pages."
-    )
 
 
 def _check_outer(r: np.ndarray, y: np.ndarray, x: np.ndarray) -> None:
@@ -1003,9 +969,8 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
     npool = None
     made: list[shared_memory.SharedMemory] = []
     keep_nd: dict[str, Any] = {}
-    thp = Rounds([f"{k}_thp" for k in SEED_THP], seed=57)
+    small = Rounds([f"{k}_off" for k in SEED_SMALL], seed=57)
     huge: dict[str, str] = {}
-    switched, held, before = False, True, common.shmem_thp_selected()
     try:
         pool.map(inc, range(100), chunksize=1)
         reused = shared_memory.SharedMemory(create=True, size=nbytes, name=_shm_tag())
@@ -1121,19 +1086,16 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
                 del r
 
         huge["default"] = probe()
-        # The same rows with shmem THP switched on, in a block of their own
-        # (the pools' workers re-read the setting within the settling pause).
-        with common.shmem_thp() as switched:
-            if switched:
-                for k in SEED_THP:
-                    if k not in fns:
-                        thp.errors[f"{k}_thp"] = rounds.errors.get(k) or keep_nd.get("error", NOT_YET)
-                thp_fns = {f"{k}_thp": fns[k] for k in SEED_THP if k in fns}
-                with gc_paused():
-                    thp.run(thp_fns, cfg.seed_rounds, log, f"seed, shmem THP {common.THP_MODE}", warmups=2)
-                huge[common.THP_MODE] = probe()
-                held = common.shmem_thp_selected() == common.THP_MODE
-        before = common.shmem_thp_selected()  # the system's setting, put back
+        # The same rows with 4 KiB pages, in a block of their own (the pools
+        # are the same ones: the parent creates the results).
+        for k in SEED_SMALL:
+            if k not in fns:
+                small.errors[f"{k}_off"] = rounds.errors.get(k) or keep_nd.get("error", NOT_YET)
+        with common.huge_pages_off():
+            with gc_paused():
+                small_fns = {f"{k}_off": fns[k] for k in SEED_SMALL if k in fns}
+                small.run(small_fns, cfg.seed_rounds, log, "seed, NDSHM_HUGE_PAGES=off", warmups=2)
+            huge["off"] = probe()
     finally:
         pool.terminate()
         pool.join()
@@ -1146,12 +1108,12 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
             with suppress(FileNotFoundError):
                 s.unlink()
     label_of = dict(SEED_ROWS)
-    thp_rows = [(f"{k}_thp", common.thp_label(label_of[k])) for k in SEED_THP] if switched else []
+    small_rows = [(f"{k}_off", common.small_pages_label(label_of[k])) for k in SEED_SMALL]
     rows = []
-    for block, block_rows in ((rounds, SEED_ROWS), (thp, thp_rows)):
+    for block, block_rows in ((rounds, SEED_ROWS), (small, small_rows)):
         # "x numpy" compares with numpy's row of the same block; the
         # hand-written rows (SharedMemory on /dev/shm) are the default block's.
-        base_key = "numpy" if block is rounds else "numpy_thp"
+        base_key = "numpy" if block is rounds else "numpy_off"
         base = block.med(base_key)
         base_min = block.samples[base_key].min
         for k, label in block_rows:
@@ -1177,31 +1139,21 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
             )
     targets = []
     for k, what, limit in SEED_TARGETS:
-        block = thp if k.endswith("_thp") else rounds
-        title = f"{what} ≤ {limit:g} ms" + (
-            f" with huge pages (shmem THP `{common.THP_MODE}`)" if block is thp else ""
-        )
-        if block is thp and not switched:
-            why = common.shmem_thp_unavailable() or "switching failed"
-            targets.append((title, f"not measured: {why}", ""))
-            continue
+        block = small if k.endswith("_off") else rounds
+        title = f"{what} ≤ {limit:g} ms"
+        if block is small:
+            title = common.small_pages_target(title)
         s = block.samples[k]
         v = s.median if s.n else None
         targets.append(_target(block, k, title, v, fmt_time, v is not None and v <= limit * 1e6))
-    thp_text = common.shmem_thp_text(
-        switched,
+    pages_text = common.small_pages_text(
         "the ndshm rows with a fresh shared result (the workers allocate its pages as they write "
-        "their blocks); the reused pre-faulted `out` row is repeated for reference, and numpy's "
-        "one-process row for comparison (its private memory uses anonymous THP, which the switch "
-        "does not change). The huge-page rows' \"x numpy\" compares with numpy's row of their own "
-        'block, "x hand-written" with the default block\'s hand-written rows (SharedMemory), and '
-        "the pools are the same ones, already running",
-        before,
-        "Huge pages in a fresh result's mapping (one more fresh `map_blocks` after each block, "
-        "untimed, every page then read in this process; ShmemPmdMapped in /proc/self/smaps): "
-        f"default config {huge.get('default', 'n/a')}"
-        + (f", shmem THP `{common.THP_MODE}` {huge[common.THP_MODE]}." if common.THP_MODE in huge else "."),
-        held,
+        "their blocks; the parent, which creates it, decides their size), with numpy's one-process "
+        "row again for comparison (private memory, which the variable does not change). Their "
+        '"x numpy" compares with numpy\'s row of their own block, "x hand-written" with the '
+        "default block's hand-written rows (SharedMemory), and the pools are the same ones, "
+        "already running",
+        common.huge_probe_text("one more fresh `map_blocks`", huge, touched=True),
     )
     headers = (
         "contender",
@@ -1262,9 +1214,7 @@ single-process rows use one CPU, the pools two. {rounds.load}
 
 {table(headers, rows, align="lrrrrrrrr")}
 
-{hugepages_line()}
-
-{thp_text}
+{pages_text}
 
 Targets:
 
@@ -1273,9 +1223,9 @@ Targets:
 {versions_line()}
 """
     raw = rounds.raw(
-        hugepages=hugepages_line(),
+        hugepages=common.huge_pages_setup(),
         shape=shape,
-        shmem_thp=thp.raw(switched=switched, before=before, held=held, huge_mib=huge),
+        small_pages=small.raw(huge_mib=huge),
     )
     return Result(f"(c) Seed workload: outer product into a {nbytes / 1e9:.1f} GB result", body, raw)
 
