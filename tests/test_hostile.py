@@ -35,6 +35,7 @@ import ndshm
 from ndshm import _native
 from ndshm.arrays import _rebuild, _segment_of
 from ndshm.hosts import LABEL as HOST
+from tests.test_hugepages import fd_link
 
 PAGE = 4096
 HELPERS = Path(__file__).parent / "helpers"
@@ -1108,13 +1109,6 @@ def test_segment_array_keeps_order_and_readonly(shm_name):
 
 # ----------------------------------------------------- the private tmpfs's descriptor
 
-MiB = 1 << 20
-
-
-def _fd_link(a: np.ndarray) -> str:
-    seg = _native.view_of(a)[0]
-    return os.readlink(f"/proc/self/fd/{seg.fd}")
-
 
 def _closed_fds_child() -> None:
     # Like a daemon that closes every descriptor it inherited: the number of
@@ -1123,7 +1117,7 @@ def _closed_fds_child() -> None:
     dirs = [os.open("/", os.O_RDONLY | os.O_DIRECTORY) for _ in range(64)]
     try:
         a = ndshm.full(4 * MiB // 8, 3.0)
-        ok = float(a.sum()) == 3.0 * (4 * MiB // 8) and _fd_link(a).startswith("/memfd:ndshm")
+        ok = float(a.sum()) == 3.0 * (4 * MiB // 8) and fd_link(a).startswith("/memfd:ndshm")
     except BaseException:
         ok = False
     for d in dirs:
@@ -1133,7 +1127,7 @@ def _closed_fds_child() -> None:
 
 def test_a_child_that_closed_the_tmpfs_descriptor_falls_back_to_memfds():
     big = ndshm.zeros(4 * MiB // 8)
-    if _fd_link(big).startswith("/memfd:"):
+    if fd_link(big).startswith("/memfd:"):
         pytest.skip("no private tmpfs here (shmem THP off, denied, or not allowed to this user)")
     before = set(os.listdir("/"))
     pid = os.fork()

@@ -132,22 +132,12 @@ def _segment_of(arr: np.ndarray) -> _native.Segment | None:
     return None if found is None else found[0]
 
 
-def _seg_dtype(seg: _native.Segment) -> np.dtype:
-    """The segment's dtype (made once per segment object)."""
-    return seg.dtype
-
-
 def segment_ref(seg: _native.Segment) -> tuple:
     """What a handle carries to name `seg`: `(name, id, host)` for named
     segments, `(pid, fd, id, host)` of this process for anonymous ones
     (counting a pending handoff)."""
     lifetime.ensure_exit_hook()
     return _native.segment_ref(seg)
-
-
-def attach_ref(ref: Any, readonly: bool) -> _native.Segment:
-    """Maps the segment a handle names (reusing this process's mapping)."""
-    return _native.attach_ref(ref, readonly)
 
 
 #: Unpickles a handle: checks it, maps the segment (once per process) and
@@ -157,7 +147,7 @@ _rebuild = _native.rebuild
 
 
 def _wrap(seg: _native.Segment) -> SharedArray:
-    return seg.array(SharedArray, _seg_dtype(seg))
+    return seg.array(SharedArray, seg.dtype)
 
 
 def _create(

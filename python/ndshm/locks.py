@@ -31,9 +31,7 @@ def _new_segment() -> _native.Segment:
 
 
 def _rebuild_lock(cls: type, ref: Any) -> Lock:
-    from .arrays import attach_ref
-
-    return cls._of(attach_ref(ref, False))
+    return cls._of(_native.attach_ref(ref, False))
 
 
 class Lock(_native.Lock):

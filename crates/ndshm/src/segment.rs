@@ -215,7 +215,7 @@ impl Segment {
             }
         }
         let total = format::segment_len(data_len);
-        let mut memfd = false;
+        let mut in_tmpfs = false;
         let (file, creating_path) = match seg_name {
             Some(n) => {
                 let path = name::path_of(n);
@@ -231,14 +231,16 @@ impl Segment {
                 (File::from(fd), Some(path))
             }
             None => match huge::wants_private_tmpfs(total as usize).then(tmpfs::create_file).flatten() {
-                Some(file) => (file, None),
+                Some(file) => {
+                    in_tmpfs = true;
+                    (file, None)
+                }
                 None => {
                     let fd = rustix::fs::memfd_create(
                         "ndshm",
                         rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
                     )
                     .map_err(|e| SegmentError::io("memfd_create", e.into()))?;
-                    memfd = true;
                     (File::from(fd), None)
                 }
             },
@@ -256,15 +258,14 @@ impl Segment {
                 None => memory::check_anonymous(total)?,
             }
             file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
-            if memfd {
+            if creating_path.is_none() && !in_tmpfs {
                 // Nobody may shrink or grow a memfd under its mappings.
                 let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
                 rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
             }
             let m = map(&file, total, true).map_err(|e| SegmentError::io("mmap", e))?;
             // A file in the private tmpfs gets huge pages by its mount's option.
-            let huge = (!memfd && creating_path.is_none())
-                || want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
+            let huge = in_tmpfs || want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
             if huge {
                 // SAFETY: the whole mapping.
                 unsafe { huge::advise(m.as_mut_ptr(), total as usize) };

@@ -46,7 +46,7 @@ static MOUNT: OnceLock<Option<Mount>> = OnceLock::new();
 /// A new unnamed file in this process's private tmpfs (made on first use),
 /// or `None` where there is none.
 pub fn create_file() -> Option<File> {
-    let m = MOUNT.get_or_init(|| mount().ok()).as_ref()?;
+    let m = mount_once()?;
     let st = rustix::fs::fstat(&m.fd).ok()?;
     if st.st_dev != m.dev || st.st_ino != m.ino {
         return None;
@@ -58,7 +58,11 @@ pub fn create_file() -> Option<File> {
 
 /// Whether this process has a private tmpfs (making it if it can).
 pub fn available() -> bool {
-    MOUNT.get_or_init(|| mount().ok()).is_some()
+    mount_once().is_some()
+}
+
+fn mount_once() -> Option<&'static Mount> {
+    MOUNT.get_or_init(|| mount().ok()).as_ref()
 }
 
 fn mount() -> rustix::io::Result<Mount> {
