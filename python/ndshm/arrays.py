@@ -265,4 +265,4 @@ def attach(name: str, *, readonly: bool = False) -> SharedArray:
     """The named shared array `name`, from any process of the same user."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a str, not {type(name).__name__}")
-    return _wrap(_native.attach(name, readonly))
+    return _native.attach(name, readonly)  # type: ignore[return-value]

@@ -71,6 +71,14 @@ pub fn segment_dtype<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, Py
     Ok(d)
 }
 
+/// The whole of `seg`'s data as the package's array class, with the dtype
+/// its header gives.
+pub fn whole_array<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, PyAny>> {
+    let py = seg.py();
+    let cls = config(py)?.array_type.bind(py);
+    crate::array::array_of(seg, cls, &segment_dtype(seg)?)
+}
+
 /// What a handle carries to name `seg`; counts a pending handoff for an
 /// anonymous segment.
 #[pyfunction]

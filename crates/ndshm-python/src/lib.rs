@@ -226,12 +226,12 @@ fn create(
     Ok(PySegment::new(seg))
 }
 
-/// Attaches a named segment.
+/// The named array `name` (a `SharedArray` over the whole segment).
 #[pyfunction]
 #[pyo3(signature = (name, readonly=false))]
-fn attach(py: Python<'_>, name: &str, readonly: bool) -> PyResult<PySegment> {
+fn attach<'py>(py: Python<'py>, name: &str, readonly: bool) -> PyResult<Bound<'py, PyAny>> {
     let seg = py.detach(|| Segment::attach(name, readonly)).map_err(seg_err)?;
-    Ok(PySegment::new(seg))
+    handle::whole_array(&Bound::new(py, PySegment::new(seg))?)
 }
 
 /// Attaches an anonymous segment held by process `pid` as `fd`.

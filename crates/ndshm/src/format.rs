@@ -310,6 +310,20 @@ impl Control {
 /// page and control page. Returns the header and control fields when every
 /// size agrees: file length, control page, and shape × itemsize.
 pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Result<(Header, Control), FormatError> {
+    let decoded = Header::decode(header);
+    let c = validate_decoded(file_len, header_hash(header), decoded.as_ref().map_err(Clone::clone), control)?;
+    Ok((decoded?, c))
+}
+
+/// [`validate`] for a header page already checksummed and decoded (`hash`
+/// and `decoded` are what `header_hash` and `Header::decode` gave for it).
+/// Control-page errors still come first.
+pub fn validate_decoded(
+    file_len: u64,
+    hash: u64,
+    decoded: Result<&Header, FormatError>,
+    control: &[u8; PAGE],
+) -> Result<Control, FormatError> {
     if file_len < 2 * PAGE as u64 || file_len % PAGE as u64 != 0 {
         return Err(FormatError::BadLength { len: file_len });
     }
@@ -331,10 +345,10 @@ pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Res
             c.data_len
         )));
     }
-    if header_hash(header) != c.header_hash {
+    if hash != c.header_hash {
         return Err(FormatError::HeaderChecksum);
     }
-    let h = Header::decode(header)?;
+    let h = decoded?;
     let n = h.data_len()?;
     if n != c.data_len {
         return Err(FormatError::SizeMismatch(format!(
@@ -344,7 +358,7 @@ pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Res
             c.data_len
         )));
     }
-    Ok((h, c))
+    Ok(c)
 }
 
 #[cfg(test)]

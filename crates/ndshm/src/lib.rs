@@ -26,6 +26,7 @@ pub mod error;
 pub mod fdpass;
 pub mod format;
 pub mod handoff;
+mod headers;
 pub mod host;
 pub mod huge;
 pub mod literal;

@@ -35,7 +35,12 @@ pub fn dir() -> PathBuf {
 
 /// The file of a (validated) name.
 pub fn path_of(name: &str) -> PathBuf {
-    dir().join(format!("{PREFIX}{name}"))
+    let mut path = dir().into_os_string();
+    path.reserve(1 + PREFIX.len() + name.len());
+    path.push("/");
+    path.push(PREFIX);
+    path.push(name);
+    path.into()
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@
 
 use crate::error::{is_no_space, Result, SegmentError};
 use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
-use crate::{handoff, huge, memory, name, populate, process, tmpfs};
+use crate::{handoff, headers, huge, memory, name, populate, process, tmpfs};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -123,17 +124,44 @@ fn now_ns() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Validates a segment file of `len` bytes from private copies of its
-/// header page and control page, read with `pread` (faster here than
-/// faulting the pages in, and a concurrent truncation cannot SIGBUS us).
-fn validate_file(file: &File, len: u64) -> std::result::Result<(Header, Control), FormatError> {
+/// Validates an open segment file from private copies of its header page
+/// and control page, read with `pread` (faster here than faulting the pages
+/// in, and a concurrent truncation cannot SIGBUS us): its decoded header,
+/// control fields and length. A sound segment costs two reads and no fstat:
+/// the header gives the length, and asking for one byte past the control
+/// page shows the file ends there. Any other file is measured and checked
+/// the long way, which names what is wrong.
+fn validate_file(file: &File) -> std::result::Result<(Arc<headers::Decoded>, Control, u64), FormatError> {
+    type Decoded = std::result::Result<Arc<headers::Decoded>, FormatError>;
+    let check = |len: u64, (hash, decoded): (u64, Decoded), control: &[u8; PAGE]| {
+        let c =
+            format::validate_decoded(len, hash, decoded.as_ref().map(|d| &d.header).map_err(Clone::clone), control)?;
+        Ok((decoded?, c, len))
+    };
+    // Uninitialised buffers: the fast path pays no zeroing of 8 KiB.
+    let (mut hbuf, mut cbuf) = ([MaybeUninit::<u8>::uninit(); PAGE], [MaybeUninit::<u8>::uninit(); PAGE + 1]);
+    if let Ok((header, _)) = rustix::io::pread(file, &mut hbuf, 0) {
+        if let Ok(header) = <&[u8; PAGE]>::try_from(&*header) {
+            let (hash, decoded) = headers::decode(header);
+            let len = decoded.as_ref().ok().and_then(|d| d.header.data_len().ok()).map(format::segment_len);
+            if let Some(len) = len {
+                if let Ok((control, _)) = rustix::io::pread(file, &mut cbuf, len - PAGE as u64) {
+                    if let Ok(control) = <&[u8; PAGE]>::try_from(&*control) {
+                        return check(len, (hash, decoded), control);
+                    }
+                }
+            }
+        }
+    }
+    let mut header = [0u8; PAGE];
+    let len = file.metadata().map_err(|_| FormatError::BadLength { len: 0 })?.len();
     if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
         return Err(FormatError::BadLength { len });
     }
-    let (mut header, mut control) = ([0u8; PAGE], [0u8; PAGE]);
+    let mut control = [0u8; PAGE];
     file.read_exact_at(&mut header[..], 0).map_err(|_| FormatError::BadLength { len })?;
     file.read_exact_at(&mut control[..], len - PAGE as u64).map_err(|_| FormatError::BadLength { len })?;
-    format::validate(len, &header, &control)
+    check(len, headers::decode(&header), &control)
 }
 
 /// Whether a segment of `len` bytes, anonymous or named in `named_dir`,
@@ -406,10 +434,13 @@ impl Segment {
         let deadline = Instant::now() + CREATION_WAIT;
         let mut pause = Duration::from_micros(200);
         loop {
-            let (file, len, writable) = open_named(&path, seg_name, readonly)?;
-            match Self::attach_file(file, len, writable, readonly, Some(seg_name)) {
+            let (file, writable) = open_named(&path, seg_name, readonly)?;
+            match Self::attach_file(file, writable, readonly, Some(seg_name)) {
                 Ok(seg) => return Ok(seg),
                 Err((file, err)) => {
+                    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+                        return Err(not_a_segment(seg_name, "not a regular file"));
+                    }
                     // Still being created? The creator holds the flock.
                     let busy = matches!(
                         rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared),
@@ -479,17 +510,17 @@ impl Segment {
             }
             Err(e) => return Err(SegmentError::io(format!("open array held by process {pid}"), e)),
         };
-        let meta = file.metadata().map_err(|e| SegmentError::io("fstat", e))?;
-        if !meta.file_type().is_file() {
-            return Err(SegmentError::Mismatch(format!(
-                "bad handle: fd {fd} of process {pid} is not an ndshm segment"
-            )));
-        }
-        let seg = Self::attach_file(file, meta.len(), writable, readonly, None).map_err(|(_, e)| match e {
-            SegmentError::Invalid { source, .. } => {
-                SegmentError::Invalid { what: format!("fd {fd} of process {pid}"), source }
+        let seg = Self::attach_file(file, writable, readonly, None).map_err(|(file, e)| {
+            // Looked at before opening, but the fd may have changed since.
+            if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
+                return SegmentError::Mismatch(format!("bad handle: fd {fd} of process {pid} is not an ndshm segment"));
             }
-            e => e,
+            match e {
+                SegmentError::Invalid { source, .. } => {
+                    SegmentError::Invalid { what: format!("fd {fd} of process {pid}"), source }
+                }
+                e => e,
+            }
         })?;
         if seg.id() != id {
             return Err(SegmentError::Mismatch(format!(
@@ -502,11 +533,10 @@ impl Segment {
         Ok(seg)
     }
 
-    /// Maps and validates an open file of `len` bytes (opened for writing
-    /// if `writable`); on failure gives the file back.
+    /// Maps and validates an open file (opened for writing if `writable`);
+    /// on failure gives the file back.
     fn attach_file(
         file: File,
-        len: u64,
         writable: bool,
         readonly: bool,
         seg_name: Option<&str>,
@@ -515,7 +545,7 @@ impl Segment {
             Some(n) => format!("segment {n:?}"),
             None => "anonymous segment".into(),
         };
-        let (header, control) = match validate_file(&file, len) {
+        let (decoded, control, len) = match validate_file(&file) {
             Ok(v) => v,
             Err(source) => return Err((file, SegmentError::Invalid { what: what(), source })),
         };
@@ -538,8 +568,8 @@ impl Segment {
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
-            descr: header.dtype.descr(),
-            header,
+            descr: decoded.descr.clone(),
+            header: decoded.header.clone(),
             data_len: control.data_len,
             owner_pid: control.owner_pid,
             owner_start: control.owner_start,
@@ -770,9 +800,9 @@ fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
     }
 }
 
-/// Opens a named segment file: the file, its size, and whether it was
+/// Opens a named segment file: the file, and whether it was
 /// opened for writing.
-fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, u64, bool)> {
+fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, bool)> {
     let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
     let rw = rustix::fs::open(path, base | OFlags::RDWR, Mode::empty());
     let (fd, writable) = match rw {
@@ -789,12 +819,9 @@ fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<
         Err(e) if is_not_regular(e) => return Err(not_a_segment(seg_name, "not a regular file")),
         Err(e) => return Err(SegmentError::from_named_io(seg_name, "cannot open", e.into())),
     };
-    let file = File::from(fd);
-    let meta = file.metadata().map_err(|e| SegmentError::io("fstat", e))?;
-    if !meta.file_type().is_file() {
-        return Err(not_a_segment(seg_name, "not a regular file"));
-    }
-    Ok((file, meta.len(), writable))
+    // Whether it is a regular file is asked only if it fails to validate
+    // (see `validate_file`): a sound segment costs no fstat.
+    Ok((File::from(fd), writable))
 }
 
 fn not_a_segment(seg_name: &str, what: &str) -> SegmentError {
