@@ -349,3 +349,25 @@ def test_idle_pool_uses_no_cpu():
         after = {pid: cpu_ticks(pid) for pid in p.pids}
     used = {pid: after[pid] - before[pid] for pid in before}
     assert all(t <= 3 for t in used.values()), f"idle workers used clock ticks: {used}"
+
+
+@pytest.mark.parametrize("size", [1, 3, 600, None])
+@pytest.mark.parametrize("kind", ["list", "tuple", "range", "array"])
+def test_chunks_cut_in_bulk_match_chunks_cut_one_by_one(kind, size):
+    from ndshm.pool import _Chunker
+
+    n = 1301
+    items = {"list": list(range(n)), "tuple": tuple(range(n)), "range": range(n), "array": np.arange(n)}[kind]
+
+    def cut(bulk: bool) -> list:
+        chunker, out = _Chunker(items, size, 2), []
+        while not chunker.exhausted:
+            got = chunker.take_many(5) if bulk else [c for c in [chunker.take()] if c is not None]
+            out += [(tag, type(c), list(c)) for tag, c in got]
+        return out
+
+    one_by_one, bulk = cut(False), cut(True)
+    assert bulk == one_by_one
+    assert [x for _, _, c in bulk for x in c] == list(range(n))
+    if kind == "range" and size is not None and size < 512:
+        assert all(t is list for _, t, _ in bulk)  # short ranges are sent as lists

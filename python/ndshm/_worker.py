@@ -61,9 +61,12 @@ class Spilled:
 def pack(obj: Any, limit: int, dumps=_dumps) -> bytes:
     """Pickles `obj`, spilling it to a segment when it exceeds `limit`."""
     data = dumps(obj, protocol=5)
-    if len(data) > limit:
-        data = _dumps(Spilled.of(data), protocol=5)
-    return data
+    return spill(data) if len(data) > limit else data
+
+
+def spill(data: bytes) -> bytes:
+    """A small pickle that loads the pickle `data` from a segment."""
+    return _dumps(Spilled.of(data), protocol=5)
 
 
 def unpack(data: bytes) -> Any:

@@ -15,6 +15,7 @@ import itertools
 import math
 import multiprocessing as mp
 import os
+import pickle
 import threading
 import time
 import weakref
@@ -109,6 +110,20 @@ def _pack_fn(kind: int, fn: Any, limit: int) -> bytes:
         raise TypeError(f"cannot send the function {_describe(fn)} to the workers: {e}") from e
 
 
+def _pack_chunks(chunks: list[tuple[int, Any]], limit: int) -> list[tuple[int, int, bytes]]:
+    """``(tag, count, payload)`` of each ``(tag, chunk)``."""
+    try:
+        packed = [(tag, len(c), pickle.dumps(c, protocol=5)) for tag, c in chunks]
+    except Exception:
+        for tag, c in chunks:
+            _pack_items(c, tag, limit)  # raises, naming the item
+        raise
+    for i, (tag, n, data) in enumerate(packed):
+        if len(data) > limit:
+            packed[i] = (tag, n, _worker.spill(data))
+    return packed
+
+
 def _pack_items(items: list, tag: int, limit: int) -> bytes:
     try:
         return _worker.pack(items, limit)
@@ -125,13 +140,15 @@ class _Job:
     """One call's tasks in flight and what came back (routed to it by
     whichever thread collects)."""
 
-    def __init__(self, id: int, what: str) -> None:
+    def __init__(self, id: int, what: str, ordered: bool = False) -> None:
         self.id = id
         self.what = what
         self.blocks: BlockRunner | None = None
         self.outstanding = 0
         self.cancelled = False
         self.done: dict[int, tuple] = {}
+        # Tags in the order they came back; kept only for unordered results.
+        self.ordered = ordered
         self.arrived: deque[int] = deque()
 
     def items(self, tag: int, count: int) -> str:
@@ -145,7 +162,8 @@ class _Job:
         self.outstanding -= 1
         if not self.cancelled:
             self.done[tag] = (state, count, payload, elapsed)
-            self.arrived.append(tag)
+            if not self.ordered:
+                self.arrived.append(tag)
 
 
 class _PoolFuture(Future):
@@ -245,6 +263,11 @@ class _Chunker:
         self.grow = 1
         self.exhausted = False
 
+    @property
+    def learns(self) -> bool:
+        """Whether chunk sizes follow measured times (see :meth:`observe`)."""
+        return not self.fixed and self.remaining is None
+
     def observe(self, count: int, elapsed_ns: int) -> None:
         if count:
             t = elapsed_ns / 1e9 / count
@@ -259,6 +282,29 @@ class _Chunker:
             self.grow = min(self.grow * 2, 1024)
             return self.grow
         return int(min(65536, max(1, self.TARGET / max(self.per_item, 1e-9))))
+
+    def take_many(self, n: int) -> list[tuple[int, Any]]:
+        """Up to `n` chunks, as :meth:`take` gives them."""
+        if self.fixed and self.seq is not None and not self.exhausted:
+            # A fixed size over a sequence: cut the chunks in one step.
+            size, start = self.fixed, self.pos
+            part = self.seq[start : start + n * size]
+            if type(part) is range and size < 512:
+                part = builtins.list(part)  # as in take(), in one step
+            chunks = [(start + i, part[i : i + size]) for i in range(0, len(part), size)]
+            if type(part) is range and chunks and len(chunks[-1][1]) < 512:
+                chunks[-1] = (chunks[-1][0], builtins.list(chunks[-1][1]))
+            self.pos = self.tag = start + len(part)
+            self.remaining -= len(part)  # type: ignore[operator]
+            self.exhausted = len(part) < n * size or self.remaining <= 0  # type: ignore[operator]
+            return chunks
+        chunks = []
+        while len(chunks) < n:
+            nxt = self.take()
+            if nxt is None:
+                break
+            chunks.append(nxt)
+        return chunks
 
     def take(self) -> tuple[int, Any] | None:
         if self.exhausted:
@@ -487,9 +533,9 @@ class Pool(Executor):
         if self._closed:
             raise RuntimeError("this ndshm.Pool has been shut down")
 
-    def _open_job(self, kind: int, fn: Any) -> _Job:
+    def _open_job(self, kind: int, fn: Any, ordered: bool = False) -> _Job:
         data = _pack_fn(kind, fn, self._board.max_job)
-        job = _Job(next(self._job_ids), _describe(fn))
+        job = _Job(next(self._job_ids), _describe(fn), ordered)
         if isinstance(fn, BlockRunner):
             job.blocks = fn
         while True:
@@ -528,7 +574,7 @@ class Pool(Executor):
             chunksize = int(chunksize)
         self._check_open()
         chunker = _Chunker(items, chunksize, self.workers)
-        job = self._open_job(kind, fn)
+        job = self._open_job(kind, fn, ordered)
         bar = Progress(progress, chunker.remaining, self._board, job.id)
         deadline = None if timeout is None else time.monotonic() + timeout
         pending: deque[int] = deque()
@@ -573,13 +619,11 @@ class Pool(Executor):
     def _fill(self, job: _Job, chunker: _Chunker, pending: deque[int], held: list) -> None:
         """Publishes chunks while the window has room and the board takes them."""
         while len(pending) < _WINDOW:
-            room = min(_WINDOW - len(pending), 64)
-            while len(held) < room:
-                nxt = chunker.take()
-                if nxt is None:
-                    break
-                tag, chunk = nxt
-                held.append((tag, len(chunk), _pack_items(chunk, tag, self._max_input)))
+            # Publish in batches that grow with the work in flight: the first
+            # chunk goes out alone, so workers start while the rest is packed.
+            room = min(_WINDOW - len(pending), 64, max(1, len(pending)))
+            if len(held) < room:
+                held.extend(_pack_chunks(chunker.take_many(room - len(held)), self._max_input))
             if not held:
                 return
             with self._lock:
@@ -596,7 +640,8 @@ class Pool(Executor):
     def _results(self, job: _Job, tag: int, chunker: _Chunker) -> tuple[list, BaseException | None]:
         """A chunk's results, and the error that ended it early, if any."""
         state, count, payload, elapsed = job.done.pop(tag)
-        chunker.observe(count, elapsed)
+        if chunker.learns:
+            chunker.observe(count, elapsed)
         if state == _DONE:
             return _worker.unpack(payload), None
         if state == _DIED:
