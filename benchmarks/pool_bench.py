@@ -290,11 +290,12 @@ def _cpu_busy_s() -> tuple[float, float]:
 
 
 def _live_children_cpu_s() -> float:
-    """CPU seconds of this process's live children (pool workers not yet
-    reaped) and of the children they reaped, from /proc/PID/stat."""
+    """CPU seconds of this process's live descendants (pool workers not yet
+    reaped, and the workers a forkserver started, which are its children,
+    not ours) and of the children they reaped, from /proc/PID/stat."""
     me = os.getpid()
     hz = os.sysconf("SC_CLK_TCK")
-    total = 0
+    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, CPU ticks)
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -303,13 +304,21 @@ def _live_children_cpu_s() -> float:
                 fields = f.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if len(fields) > 14 and int(fields[1]) == me:
-            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
-    return total / hz
+        if len(fields) > 14:
+            # utime, stime, cutime, cstime
+            stats[int(pid)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
+    mine = {me}
+    grew = True
+    while grew:
+        new = {pid for pid, (ppid, _) in stats.items() if ppid in mine and pid not in mine}
+        mine |= new
+        grew = bool(new)
+    return sum(ticks for pid, (_, ticks) in stats.items() if pid in mine and pid != me) / hz
 
 
 def _my_cpu_s() -> float:
-    """CPU seconds of this process, its reaped children and its live ones."""
+    """CPU seconds of this process, its reaped children and its live
+    descendants."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system + _live_children_cpu_s()
 
@@ -317,7 +326,7 @@ def _my_cpu_s() -> float:
 class LoadMeter:
     """How much CPU other processes took while a benchmark ran: the
     machine's busy time (/proc/stat) minus that of this process and its
-    children (live or reaped)."""
+    descendants (live or reaped)."""
 
     def __init__(self) -> None:
         self.t0 = time.monotonic()
@@ -341,7 +350,8 @@ class LoadMeter:
             return ""
         return (
             f"While it ran ({wall:.0f} s), other processes kept about {others / wall:.2f} of the "
-            f"{ncpu} CPUs busy (from /proc/stat, less this process and its workers)"
+            f"{ncpu} CPUs busy (from /proc/stat, less this process and all its descendants, "
+            "pool workers included)"
             + (
                 f", and the hypervisor stole {(steal - self.steal0) / wall:.2f} CPU."
                 if (steal - self.steal0) / wall >= 0.005
