@@ -116,7 +116,10 @@ def _pack_chunks(chunks: list[tuple[int, Any]], limit: int) -> list[tuple[int, i
         packed = [(tag, len(c), pickle.dumps(c, protocol=5)) for tag, c in chunks]
     except Exception:
         for tag, c in chunks:
-            _pack_items(c, tag, limit)  # raises, naming the item
+            try:
+                pickle.dumps(c, protocol=5)
+            except Exception as e:
+                raise _unsendable(c, tag, e) from e
         raise
     for i, (tag, n, data) in enumerate(packed):
         if len(data) > limit:
@@ -124,16 +127,15 @@ def _pack_chunks(chunks: list[tuple[int, Any]], limit: int) -> list[tuple[int, i
     return packed
 
 
-def _pack_items(items: list, tag: int, limit: int) -> bytes:
-    try:
-        return _worker.pack(items, limit)
-    except Exception as e:
-        for i, item in enumerate(items):
-            try:
-                _worker.pack(item, limit)
-            except Exception:
-                raise TypeError(f"item {tag + i} cannot be sent to the workers: {e}") from e
-        raise TypeError(f"items {tag}..{tag + len(items) - 1} cannot be sent to the workers: {e}") from e
+def _unsendable(items: Any, tag: int, e: Exception) -> TypeError:
+    """The error for a chunk (first item `tag`) that failed to pickle with `e`,
+    naming the first item that cannot be pickled."""
+    for i, item in enumerate(items):
+        try:
+            pickle.dumps(item, protocol=5)
+        except Exception:
+            return TypeError(f"item {tag + i} cannot be sent to the workers: {e}")
+    return TypeError(f"items {tag}..{tag + len(items) - 1} cannot be sent to the workers: {e}")
 
 
 class _Job:

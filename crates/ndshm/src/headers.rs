@@ -48,11 +48,15 @@ pub(crate) fn decode(page: &[u8; PAGE]) -> (u64, Result<Arc<Decoded>, FormatErro
     if let Some(d) = SEEN.try_lock().and_then(|mut seen| seen.find(page)) {
         return (d.hash, Ok(d));
     }
-    let decoded = fresh(page);
-    if let (Ok(d), Some(mut seen)) = (&decoded, SEEN.try_lock()) {
-        seen.keep(d);
+    match fresh(page) {
+        Ok(d) => {
+            if let Some(mut seen) = SEEN.try_lock() {
+                seen.keep(&d);
+            }
+            (d.hash, Ok(d))
+        }
+        Err(e) => (header_hash(page), Err(e)),
     }
-    (header_hash(page), decoded)
 }
 
 fn fresh(page: &[u8; PAGE]) -> Result<Arc<Decoded>, FormatError> {

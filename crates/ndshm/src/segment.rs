@@ -132,8 +132,8 @@ fn now_ns() -> u64 {
 /// page shows the file ends there. Any other file is measured and checked
 /// the long way, which names what is wrong.
 fn validate_file(file: &File) -> std::result::Result<(Arc<headers::Decoded>, Control, u64), FormatError> {
-    type Decoded = std::result::Result<Arc<headers::Decoded>, FormatError>;
-    let check = |len: u64, (hash, decoded): (u64, Decoded), control: &[u8; PAGE]| {
+    type Decoding = std::result::Result<Arc<headers::Decoded>, FormatError>;
+    let check = |len: u64, (hash, decoded): (u64, Decoding), control: &[u8; PAGE]| {
         let c =
             format::validate_decoded(len, hash, decoded.as_ref().map(|d| &d.header).map_err(Clone::clone), control)?;
         Ok((decoded?, c, len))
