@@ -1505,9 +1505,10 @@ def _forkserver_note() -> str:
         return (
             f"On this Python ({sys.version.split()[0]}) the fork server cannot preload `__main__` "
             "(CPython gh-126631: `forkserver.ensure_running` looks for a `main_path` key that "
-            "`spawn.get_preparation_data` never sets; fixed upstream for 3.13 and later), so every "
-            "forkserver worker re-runs the main module's imports when it starts, whatever "
-            "ndshm asks the server to preload."
+            "`spawn.get_preparation_data` never sets; fixed upstream for 3.13 and later), so the "
+            "workers of a plain forkserver context re-run the main module's imports when they "
+            "start. ndshm hands the main module's path to the server itself when its first pool "
+            'starts the server (docs/ENGINE.md, "Start methods"), so its workers do not.'
         )
     return ""
 

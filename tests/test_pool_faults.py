@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import re
 import signal
@@ -539,6 +540,28 @@ def shut_pool():
 def test_pool_after_shutdown_is_a_runtime_error(shut_pool, call):
     with pytest.raises(RuntimeError):
         call(shut_pool)
+
+
+@pytest.mark.timeout(60)
+def test_forkserver_imports_the_main_module_once_not_per_worker(tmp_path):
+    """The fork server imports the program's main module once; the workers
+    of every pool are forked from it with the module already there (its
+    classes unpickle), and the path handed to the server is in no one's
+    environment afterwards."""
+    script = Path(__file__).parent / "helpers" / "pool_main_once.py"
+    log = tmp_path / "imports.txt"
+    proc = subprocess.run([sys.executable, str(script), str(log)], capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["results"] == [[2, 4], [2, 4]]
+    imports = [json.loads(line) for line in log.read_text().splitlines()]
+    names = sorted(name for _pid, name, _argv in imports)
+    assert names == ["__main__", "__mp_main__"], imports
+    # Imported with the program's arguments, as a worker would import it.
+    assert [argv for _pid, _name, argv in imports] == [[str(script), str(log)]] * 2
+    (server,) = [pid for pid, name, _argv in imports if name == "__mp_main__"]
+    assert server not in out["pids"] and len(set(out["pids"])) == 4
+    assert out["parent_env"] is None and out["worker_env"] == [None] * 4
 
 
 @pytest.mark.timeout(60)

@@ -25,6 +25,10 @@ MAP = 0  # fn(item)
 STAR = 1  # fn(*item)
 DIRECT = 2  # a task is (fn, args, kwargs)
 
+# The program's main module's path, for the fork server to import it once
+# (set by the pool while it starts the server; see ndshm._forkserver).
+MAIN_PATH_ENV = "NDSHM_FORKSERVER_MAIN"
+
 # How long an idle worker sleeps between looks at the shutdown flag (a
 # shutdown wakes it at once; this is only a backstop).
 _IDLE = 10.0

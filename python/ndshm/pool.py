@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import json
 import math
 import multiprocessing as mp
 import os
@@ -88,12 +89,28 @@ def _default_start_method() -> str:
 
 
 def _preload_forkserver() -> None:
-    """Lets the fork server import ndshm (and numpy) once, not per worker."""
-    from multiprocessing import forkserver
+    """Lets the fork server import ndshm (and numpy), and the program's main
+    module, once, not per worker. Only a server not yet running with the
+    default preload list is set up: another setting is the program's."""
+    from multiprocessing import forkserver, process, spawn
 
     server = forkserver._forkserver
-    if getattr(server, "_forkserver_pid", None) is None and server._preload_modules == ["__main__"]:
-        server.set_forkserver_preload(["__main__", "ndshm._worker"])
+    if getattr(server, "_forkserver_pid", None) is not None or server._preload_modules != ["__main__"]:
+        return
+    if getattr(process.current_process(), "_inheriting", False):
+        return  # a main module being imported to start a process: it cannot start any
+    server.set_forkserver_preload(["__main__", "ndshm._worker", "ndshm._forkserver"])
+    prep = spawn.get_preparation_data("ndshm")
+    if "init_main_from_path" not in prep:
+        return  # an interactive session, `python -c`, or `python -m`
+    # The server inherits the environment it is started with, and reads
+    # these back (and drops them) when it imports ndshm._forkserver.
+    main = {"path": prep["init_main_from_path"], "argv": prep["sys_argv"]}
+    os.environ[_worker.MAIN_PATH_ENV] = json.dumps(main)
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(_worker.MAIN_PATH_ENV, None)
 
 
 def _describe(fn: Any) -> str:

@@ -1,0 +1,46 @@
+"""Imported by multiprocessing's fork server before it forks ndshm's
+workers: imports the program's main module there, once, so that workers
+forked from the server find it imported instead of each running its
+imports again (multiprocessing does this itself from Python 3.13; on 3.11
+and 3.12 its fork server never gets the main module's path, CPython
+gh-126631). The parent passes the path, and its ``sys.argv``, which a
+worker would set before importing the module, in an environment variable
+while it starts the server (``Pool`` does, see ``pool._preload_forkserver``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from multiprocessing import process, spawn
+
+from ._worker import MAIN_PATH_ENV
+
+
+def _import_main() -> None:
+    given = os.environ.pop(MAIN_PATH_ENV, None)
+    if not given:
+        return
+    try:
+        main = json.loads(given)
+        path, argv = main["path"], main["argv"]
+    except (ValueError, KeyError, TypeError):
+        return
+    sys.argv[:] = argv
+    me = process.current_process()
+    # As the fork server marks its own import of the main module: a main
+    # module that starts processes when imported (no `if __name__ ==
+    # "__main__":` guard) then fails here instead of starting more servers.
+    me._inheriting = True  # type: ignore[attr-defined]
+    try:
+        spawn.import_main_path(path)
+    except (Exception, SystemExit):
+        # Left to the workers, which import it themselves as before and
+        # report what goes wrong.
+        pass
+    finally:
+        del me._inheriting  # type: ignore[attr-defined]
+
+
+_import_main()
