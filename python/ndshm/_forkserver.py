@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import suppress
 from multiprocessing import process, spawn
 
 from ._worker import MAIN_PATH_ENV
@@ -41,6 +42,10 @@ def _import_main() -> None:
         pass
     finally:
         del me._inheriting  # type: ignore[attr-defined]
+        # What it printed must not sit in a buffer every worker inherits.
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(AttributeError, OSError, ValueError):
+                stream.flush()
 
 
 _import_main()
