@@ -565,6 +565,23 @@ def test_forkserver_imports_the_main_module_once_not_per_worker(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_a_program_read_from_stdin_runs_on_the_default_start_method():
+    """`python - < script`: the main module has no file to import, and the
+    workers run without one, as for `python -c`."""
+    program = (
+        "import ndshm\n"
+        "def inc(x):\n"
+        "    return x + 1\n"
+        "if __name__ == '__main__':\n"
+        "    with ndshm.Pool(2) as pool:\n"
+        "        print(pool.map(inc, range(4)), pool.map(lambda v: -v, range(3)), pool.start_method)\n"
+    )
+    proc = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=50)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[0] == "[1, 2, 3, 4] [0, -1, -2] forkserver"
+
+
+@pytest.mark.timeout(60)
 def test_workers_that_cannot_start_break_the_pool_with_a_clear_error():
     script = Path(__file__).parent / "helpers" / "pool_unguarded.py"
     t0 = time.monotonic()

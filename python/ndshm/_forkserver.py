@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import types
 from contextlib import suppress
 from multiprocessing import process, spawn
 
@@ -29,6 +30,14 @@ def _import_main() -> None:
     except (ValueError, KeyError, TypeError):
         return
     sys.argv[:] = argv
+    if not os.path.isfile(path):
+        # A program read from stdin ("<stdin>"): there is nothing to import.
+        # Workers find this empty module in its place and leave it, as they
+        # do without any for a `python -c` program, instead of dying on it.
+        stub = types.ModuleType("__mp_main__")
+        stub.__file__ = path
+        sys.modules["__main__"] = sys.modules["__mp_main__"] = stub
+        return
     me = process.current_process()
     # As the fork server marks its own import of the main module: a main
     # module that starts processes when imported (no `if __name__ ==
