@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import ctypes
 import gc
 import itertools
 import json
@@ -73,6 +72,7 @@ import common
 from common import HERE, REPO, Progress, Result, Samples, fmt_ratio, fmt_time, gc_paused, table, verdict
 
 import ndshm
+from ndshm._worker import _keep_freed_memory  # the malloc settings of ndshm's workers
 
 SECTION = "Parallel work (issue 3)"
 WORKERS = 2
@@ -460,16 +460,6 @@ def _cpu_one(args: tuple) -> int:
     dt = perf_counter_ns() - t0
     np.copyto(np.ndarray(shape, F8, buffer=_attach(out_name, True).buf), out)
     return dt
-
-
-def keep_freed_memory() -> None:
-    """glibc settings that keep freed memory in the process (as ndshm's
-    workers set them: M_TRIM_THRESHOLD 256 MiB, M_MMAP_THRESHOLD 32 MiB),
-    so a loop reuses its temporaries instead of faulting them in anew."""
-    with suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-1, 256 << 20)
-        libc.mallopt(-3, 32 << 20)
 
 
 # ------------------------------------------------------------------ running a map with each tool
@@ -1282,8 +1272,8 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
     # after each use, and faulting them in again costs more than the
     # arithmetic. The one process runs in a process of its own, so the
     # harness's own malloc history cannot slow it down or speed it up.
-    one_pool = mp.Pool(1, initializer=keep_freed_memory)
-    pool = mp.Pool(WORKERS, initializer=keep_freed_memory)
+    one_pool = mp.Pool(1, initializer=_keep_freed_memory)
+    pool = mp.Pool(WORKERS, initializer=_keep_freed_memory)
     plain = mp.Pool(WORKERS)
     npool = None
     made: list[shared_memory.SharedMemory] = []

@@ -12,6 +12,7 @@ with open(sys.argv[1], "a") as f:
     f.write(json.dumps([os.getpid(), __name__, sys.argv]) + "\n")
 
 import ndshm
+from ndshm._worker import MAIN_PATH_ENV
 
 
 class Point:
@@ -24,7 +25,7 @@ def double(p: Point) -> int:
 
 
 def env(_: object) -> str | None:
-    return os.environ.get("NDSHM_FORKSERVER_MAIN")
+    return os.environ.get(MAIN_PATH_ENV)
 
 
 if __name__ == "__main__":
@@ -34,5 +35,5 @@ if __name__ == "__main__":
             out["results"].append(pool.map(double, [Point(1), Point(2)]))
             out["pids"] += pool.pids
             out["worker_env"] += pool.map(env, range(2))
-    out["parent_env"] = os.environ.get("NDSHM_FORKSERVER_MAIN")
+    out["parent_env"] = os.environ.get(MAIN_PATH_ENV)
     print(json.dumps(out))

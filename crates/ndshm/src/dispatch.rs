@@ -283,7 +283,7 @@ impl Board {
     pub fn init(seg: Segment, geo: Geometry) -> Result<Board> {
         geo.check()?;
         Self::check_segment(&seg, geo.len())?;
-        let board = Board { base: seg.data_ptr(), len: seg.data_len(), seg, geo, quick: AtomicBool::new(true) };
+        let board = Board::mapped(seg, geo);
         if board.u64(H_MAGIC).load(Acquire) != 0 {
             return Err(DispatchError::BadBoard("the segment is not fresh".into()));
         }
@@ -300,6 +300,10 @@ impl Board {
         Ok(board)
     }
 
+    fn mapped(seg: Segment, geo: Geometry) -> Board {
+        Board { base: seg.data_ptr(), len: seg.data_len(), seg, geo, quick: AtomicBool::new(true) }
+    }
+
     /// Opens a board another process laid out, checking its geometry
     /// against the segment before touching anything else.
     pub fn open(seg: Segment) -> Result<Board> {
@@ -309,13 +313,7 @@ impl Board {
         if seg.data_len() < PAGE {
             return Err(DispatchError::BadBoard("too small".into()));
         }
-        let probe = Board {
-            base: seg.data_ptr(),
-            len: seg.data_len(),
-            seg,
-            geo: Geometry::for_workers(1),
-            quick: AtomicBool::new(true),
-        };
+        let probe = Board::mapped(seg, Geometry::for_workers(1));
         if probe.u64(H_MAGIC).load(Acquire) != MAGIC {
             return Err(DispatchError::BadBoard("bad magic".into()));
         }
