@@ -33,9 +33,9 @@ __all__ = [
 ShapeLike = SupportsIndex | Sequence[SupportsIndex]
 
 
-@functools.lru_cache(maxsize=512)
 def _descr_of(dtype: np.dtype) -> str:
     """The .npy description of a dtype, refusing what cannot be shared."""
+    # The refusals are never cached: an equal dtype may differ in its flags.
     if dtype.hasobject:
         raise TypeError(
             f"dtype {dtype} holds Python objects, which cannot live in shared memory; "
@@ -43,6 +43,11 @@ def _descr_of(dtype: np.dtype) -> str:
         )
     if not getattr(type(dtype), "_legacy", True) or dtype.kind == "T":
         raise TypeError(f"dtype {dtype} is not a fixed-size dtype and cannot live in shared memory")
+    return _descr_text(dtype)
+
+
+@functools.lru_cache(maxsize=512)
+def _descr_text(dtype: np.dtype) -> str:
     return repr(npformat.dtype_to_descr(np.dtype(dtype)))
 
 
@@ -258,7 +263,7 @@ def from_array(arr: Any, *, name: str | None = None) -> SharedArray:
     return _publish(seg, None)
 
 
-_native.configure_handles(_rebuild, hosts.LABEL, SharedArray, hosts.ForeignHandle, _dtype_of, _descr_of)
+_native.configure_handles(_rebuild, SharedArray, hosts.ForeignHandle, _dtype_of, _descr_of)
 
 
 def attach(name: str, *, readonly: bool = False) -> SharedArray:

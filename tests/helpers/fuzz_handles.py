@@ -10,24 +10,25 @@ segment).
 Anonymous handles name a process id and a file number that the receiver
 opens under /proc. A corrupted process id may name any process on the
 machine; so as not to open files of processes the test did not start,
-those attaches are refused here (counted as ``foreign_pid``) before they
+those handles are refused here (counted as ``foreign_pid``) before they
 reach the native code.
 """
 
 from __future__ import annotations
 
 import collections
+import io
 import json
 import os
 import pickle
 import sys
 
 import numpy as np
+from wire import anonymous_pid
 
 import ndshm
 from ndshm import _native, arrays
 
-_real_attach_anonymous = _native.attach_anonymous
 _allowed_pids = {os.getpid(), os.getppid()}
 
 
@@ -35,10 +36,23 @@ class ForeignPid(Exception):
     pass
 
 
-def _guarded_attach_anonymous(pid, fd, seg_id, readonly=False):
-    if pid not in _allowed_pids:
-        raise ForeignPid(pid)
-    return _real_attach_anonymous(pid, fd, seg_id, readonly)
+def _guarded_rebuild(wire):
+    if isinstance(wire, bytes):
+        pid = anonymous_pid(wire)
+        if pid is not None and pid not in _allowed_pids:
+            raise ForeignPid(pid)
+    return _native.rebuild(wire)
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) == ("ndshm._native", "rebuild"):
+            return _guarded_rebuild
+        return super().find_class(module, name)
+
+
+def _loads(data: bytes):
+    return _Unpickler(io.BytesIO(data)).load()
 
 
 def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
@@ -78,7 +92,7 @@ def fuzz(data: bytes) -> dict:
         for v in sorted({x ^ 0x01, x ^ 0x80, 0x00, 0xFF} - {x}):
             mutated = data[:i] + bytes([v]) + data[i + 1 :]
             try:
-                result = pickle.loads(mutated)
+                result = _loads(mutated)
             except ForeignPid:
                 outcomes["foreign_pid"] += 1
                 continue
@@ -96,7 +110,6 @@ def fuzz(data: bytes) -> dict:
 
 
 def main(paths: list[str]) -> None:
-    _native.attach_anonymous = _guarded_attach_anonymous
     for path in paths:
         with open(path, "rb") as f:
             data = f.read()

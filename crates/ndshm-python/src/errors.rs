@@ -2,7 +2,7 @@
 //! "Errors").
 
 use ndshm::dispatch::DispatchError;
-use ndshm::{DTypeError, LockError, SegmentError, ViewError};
+use ndshm::{DTypeError, HandleError, LockError, SegmentError, ViewError};
 use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError,
     PyTimeoutError, PyTypeError, PyValueError,
@@ -29,6 +29,36 @@ pub fn seg_err(e: SegmentError) -> PyErr {
             None => PyOSError::new_err(msg),
         },
     }
+}
+
+/// Receiving a handle: a malformed or forged one is a ValueError whatever
+/// is wrong in it; a segment that is gone is a FileNotFoundError.
+pub fn handle_err(e: HandleError) -> PyErr {
+    match e {
+        HandleError::Segment(e) => seg_err(e),
+        HandleError::Replaced(_) | HandleError::Gone { .. } => PyFileNotFoundError::new_err(e.to_string()),
+        HandleError::Permission { .. } => PyPermissionError::new_err(e.to_string()),
+        HandleError::Foreign { host, here } => PyValueError::new_err(foreign_message(&host, &here)),
+        HandleError::Malformed(_)
+        | HandleError::Version(_)
+        | HandleError::Name(_)
+        | HandleError::DType(_)
+        | HandleError::View(_)
+        | HandleError::NotASegment { .. }
+        | HandleError::OtherSegment { .. } => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// The error for using, here, an array that lives on another host.
+pub fn foreign_message(host: &str, here: &str) -> String {
+    let node = |label: &str| label.rsplit_once('/').map_or(label, |(n, _)| n).to_string();
+    format!(
+        "this ndshm array lives in shared memory on host '{}' ({host}), but this process runs on host '{}' \
+         ({here}); shared memory cannot cross hosts. Send it through ndshm.dask's serializer (which sends the \
+         bytes to other hosts), or send a copy (numpy.array(a)).",
+        node(host),
+        node(here)
+    )
 }
 
 pub fn view_err(e: ViewError) -> PyErr {

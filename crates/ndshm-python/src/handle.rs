@@ -1,30 +1,28 @@
 //! Pickling shared arrays as handles and back, one native call each way.
 //!
-//! A handle is `rebuild(ref, offset, shape, strides, dtype, readonly)`:
-//! `ref` names the segment (`(name, id, host)` or `(pid, fd, id, host)`),
-//! the rest is the view (see `python/ndshm/arrays.py`). Both directions run
-//! once per task that carries an array, so they stay in native code: in
-//! Python they cost several µs each, more than the rest of a handoff.
-//! Everything read from a handle is checked before use; a malformed one is
-//! a `ValueError` (or `TypeError`), never a view outside its segment.
+//! A handle pickles as `rebuild(wire)`, `wire` being the core's handle
+//! bytes (`ndshm::handle`, docs/FORMAT.md): the segment, the view and the
+//! host. Both directions run once per task that carries an array, so they
+//! stay in native code. The core checks everything read from a handle
+//! (format, dtype, the view's extent) before any access; a malformed one
+//! is a `ValueError`, never a view outside its segment's data.
 
-use crate::errors::{seg_err, view_err};
+use crate::errors::handle_err;
 use crate::view::view_of;
 use crate::PySegment;
-use ndshm::Segment;
+use ndshm::handle::{encode_ref, decode_ref, Handle, HandleError, SegmentRef, View};
+use ndshm::{DType, Segment};
 use numpy::npyffi::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyInt, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyString, PyTuple, PyType};
 use std::os::fd::AsRawFd;
 
 /// What handles need from the Python package, given once at its import.
 struct Config {
     rebuild: Py<PyAny>,
-    label: String,
-    label_obj: Py<PyString>,
     array_type: Py<PyType>,
     foreign: Py<PyAny>,
     dtype_of: Py<PyAny>,
@@ -40,21 +38,19 @@ fn config(py: Python<'_>) -> PyResult<&Config> {
     CONFIG.get(py).ok_or_else(|| PyValueError::new_err("ndshm handles are not configured"))
 }
 
-/// Sets what handles need (once): the rebuild function they name, this
-/// host's label, the array class, the class of handles from other hosts,
-/// and the dtype helpers (`.npy` description to dtype, and its check).
+/// Sets what handles need (once): the rebuild function they name, the
+/// array class, the class of handles from other hosts, and the dtype
+/// helpers (`.npy` description to dtype, and dtype to description).
 #[pyfunction]
 pub fn configure_handles(
     py: Python<'_>,
     rebuild: Py<PyAny>,
-    label: Bound<'_, PyString>,
     array_type: Py<PyType>,
     foreign: Py<PyAny>,
     dtype_of: Py<PyAny>,
     descr_of: Py<PyAny>,
 ) -> PyResult<()> {
-    let label_str = label.to_str()?.to_string();
-    let cfg = Config { rebuild, label: label_str, label_obj: label.unbind(), array_type, foreign, dtype_of, descr_of };
+    let cfg = Config { rebuild, array_type, foreign, dtype_of, descr_of };
     let _ = CONFIG.set(py, cfg);
     Ok(())
 }
@@ -79,25 +75,45 @@ pub fn whole_array<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, PyAn
     crate::array::array_of(seg, cls, &segment_dtype(seg)?)
 }
 
-/// What a handle carries to name `seg`; counts a pending handoff for an
-/// anonymous segment.
-#[pyfunction]
-pub fn segment_ref<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, PyTuple>> {
-    let py = seg.py();
-    let s = &seg.get().seg;
-    let label = config(py)?.label_obj.bind(py);
-    match s.name() {
-        Some(name) => (name, s.id(), label).into_pyobject(py),
+/// The reference a handle carries to name `seg`; counts a pending handoff
+/// for an anonymous segment (only call it when the handle really leaves).
+fn ref_of(seg: &Segment) -> SegmentRef {
+    match seg.name() {
+        Some(name) => SegmentRef::Named { name: name.to_string(), id: seg.id() },
         None => {
-            s.note_sent();
-            let fd = s.fd().map_or(-1, |f| f.as_raw_fd());
-            (std::process::id(), fd, s.id(), label).into_pyobject(py)
+            seg.note_sent();
+            let fd = seg.fd().map_or(-1, |f| f.as_raw_fd());
+            SegmentRef::Anonymous { pid: std::process::id(), fd, id: seg.id() }
         }
     }
 }
 
-/// `(rebuild, args)` pickling `arr` as a handle, or None when its memory
-/// is not (all) inside a published segment.
+/// The wire form of a reference to `seg` (what a lock pickles as); counts
+/// a pending handoff for an anonymous segment.
+#[pyfunction]
+pub fn segment_ref<'py>(seg: &Bound<'py, PySegment>) -> Bound<'py, PyBytes> {
+    let r = ref_of(&seg.get().seg);
+    PyBytes::new(seg.py(), &encode_ref(&r, ndshm::host::this()))
+}
+
+/// The dtype a handle's text form describes, made by numpy from the text
+/// the core has validated (cached by exact text), and checked again: the
+/// item size the core computed, and no Python objects.
+fn dtype_of_text<'py>(py: Python<'py>, dtype: &DType) -> PyResult<Bound<'py, PyArrayDescr>> {
+    let text = dtype.descr();
+    let refuse = |why: String| PyValueError::new_err(format!("bad ndshm handle: dtype {text}: {why}"));
+    let made = config(py)?.dtype_of.bind(py).call1((&text,)).map_err(|e| refuse(e.to_string()))?;
+    let dt = made.cast_into::<PyArrayDescr>().map_err(|_| refuse("not a dtype".into()))?;
+    if dt.itemsize() != dtype.itemsize() || dt.has_object() {
+        return Err(refuse("numpy reads it differently".into()));
+    }
+    Ok(dt)
+}
+
+/// `(rebuild, (wire,))` pickling `arr` as a handle, or None when its memory
+/// is not (all) inside a published segment. A view whose dtype has no
+/// faithful `.npy` description (overlapping or out-of-order fields) is
+/// refused: it cannot be sent as a handle, and a copy would not be shared.
 #[pyfunction]
 pub fn handle<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let py = arr.py();
@@ -108,124 +124,87 @@ pub fn handle<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bound<'p
     }
     let dtype = arr.dtype();
     let seg_dtype = segment_dtype(&seg)?;
-    let dt = if dtype.is(&seg_dtype) || dtype.is_equiv_to(&seg_dtype) { None } else { Some(dtype) };
+    let dt = if dtype.is(&seg_dtype) || dtype.is_equiv_to(&seg_dtype) { None } else { Some(describe(&dtype)?) };
     // SAFETY: `arr` is a live ndarray; `flags` is a plain field of it (read
     // directly: numpy's Python-level getter warns for broadcast views).
     let flags = unsafe { (*arr.as_array_ptr()).fields.flags };
     let readonly = s.is_readonly() || flags & NPY_ARRAY_WRITEABLE == 0;
-    let shape = PyTuple::new(py, arr.shape())?;
-    let strides = PyTuple::new(py, arr.strides())?;
-    let args = (segment_ref(&seg)?, offset, shape, strides, dt, readonly).into_pyobject(py)?;
-    Ok(Some((config(py)?.rebuild.bind(py), args).into_pyobject(py)?))
+    let view = View {
+        offset,
+        shape: arr.shape().iter().map(|&d| d as i64).collect(),
+        strides: arr.strides().iter().map(|&d| d as i64).collect(),
+        dtype: dt,
+    };
+    let h = Handle { segment: ref_of(s), view, readonly, host: ndshm::host::this().clone() };
+    let wire = PyBytes::new(py, &h.encode());
+    Ok(Some((config(py)?.rebuild.bind(py), (wire,)).into_pyobject(py)?))
 }
 
-fn bad(what: &str) -> PyErr {
-    PyValueError::new_err(format!("bad ndshm handle: {what}"))
-}
-
-/// An exact int (not a bool, not a subclass) in `lo..hi`.
-fn int_in<T: for<'a> FromPyObject<'a, 'a>>(v: &Bound<'_, PyAny>, what: &str) -> PyResult<T> {
-    if !v.is_exact_instance_of::<PyInt>() {
-        return Err(bad(what));
-    }
-    v.extract::<T>().map_err(|_| bad(what))
-}
-
-/// An exact tuple of at most 64 ints that fit in 64 bits.
-fn int_tuple(v: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
-    let t = v.cast_exact::<PyTuple>().map_err(|_| bad(what))?;
-    if t.len() > 64 {
-        return Err(bad(what));
-    }
-    t.iter().map(|x| int_in::<i64>(&x, what)).collect()
-}
-
-/// Maps the segment a handle's reference names, reusing this process's
-/// mapping, and returns it with the host the reference names.
-fn split_ref<'py>(r: &Bound<'py, PyAny>) -> PyResult<(Bound<'py, PyTuple>, Bound<'py, PyString>)> {
-    let t = r.cast_exact::<PyTuple>().map_err(|_| bad("segment reference"))?;
-    if !(3..=4).contains(&t.len()) {
-        return Err(bad("segment reference"));
-    }
-    let host = t.get_item(t.len() - 1)?.cast_exact::<PyString>().map_err(|_| bad("host"))?.clone();
-    Ok((t.clone(), host))
-}
-
-fn attach_ref_parts(py: Python<'_>, t: &Bound<'_, PyTuple>, readonly: bool) -> PyResult<Segment> {
-    let first = t.get_item(0)?;
-    if t.len() == 3 && first.is_exact_instance_of::<PyString>() {
-        let name: String = first.extract()?;
-        let id: u64 = int_in(&t.get_item(1)?, "segment id")?;
-        if id == 0 {
-            return Err(bad("segment id"));
+/// The validated text form of a view's dtype, refused when it does not
+/// describe that dtype faithfully.
+fn describe(dtype: &Bound<'_, PyArrayDescr>) -> PyResult<DType> {
+    let py = dtype.py();
+    let cannot = |why: String| {
+        PyValueError::new_err(format!(
+            "a view with dtype {dtype} cannot be sent as a handle: {why}; send a view with a plain dtype, or a copy"
+        ))
+    };
+    let text = config(py)?.descr_of.bind(py).call1((dtype,)).map_err(|e| {
+        if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) {
+            e
+        } else {
+            cannot(e.value(py).to_string())
         }
-        return py.detach(|| Segment::attach_named_handle(&name, id, readonly)).map_err(seg_err);
+    })?;
+    let text = text.cast_into::<PyString>()?;
+    let parsed = DType::parse(text.to_str()?).map_err(|e| cannot(e.to_string()))?;
+    if !dtype_of_text(py, &parsed).is_ok_and(|back| back.is_equiv_to(dtype)) {
+        return Err(cannot("its fields overlap or are out of order".into()));
     }
-    if t.len() == 4 {
-        let pid: i64 = int_in(&first, "pid")?;
-        let fd: i64 = int_in(&t.get_item(1)?, "fd")?;
-        let id: u64 = int_in(&t.get_item(2)?, "segment id")?;
-        if !(1..1 << 31).contains(&pid) || !(0..1 << 31).contains(&fd) || id == 0 {
-            return Err(bad("segment reference"));
-        }
-        return Segment::attach_anonymous(pid as u32, fd as i32, id, readonly).map_err(seg_err);
-    }
-    Err(bad("segment reference"))
+    Ok(parsed)
 }
 
 /// Maps the segment a reference names (`segment_ref`'s output), reusing
 /// this process's mapping; a reference from another host is refused.
 #[pyfunction]
-pub fn attach_ref(py: Python<'_>, r: &Bound<'_, PyAny>, readonly: bool) -> PyResult<PySegment> {
-    let (t, host) = split_ref(r)?;
-    let cfg = config(py)?;
-    if host.to_str()? != cfg.label {
-        let error = py.import("ndshm.hosts")?.getattr("foreign_error")?.call1((host,))?;
-        return Err(PyErr::from_value(error));
-    }
-    Ok(PySegment::new(attach_ref_parts(py, &t, readonly)?))
+pub fn attach_ref(py: Python<'_>, r: &[u8], readonly: bool) -> PyResult<PySegment> {
+    let (seg_ref, host) = decode_ref(r).map_err(handle_err)?;
+    ndshm::receive::check_host(&host).map_err(handle_err)?;
+    Ok(PySegment::new(attach(py, &seg_ref, readonly)?))
 }
 
-/// Unpickles a handle: maps the segment (once per process) and rebuilds
-/// the view; a handle from another host gives the package's foreign
-/// handle, which passes it on.
+fn attach(py: Python<'_>, r: &SegmentRef, readonly: bool) -> PyResult<Segment> {
+    match r {
+        // A named attach may wait for a creator: let other threads run.
+        SegmentRef::Named { .. } => py.detach(|| ndshm::receive::attach(r, readonly)),
+        SegmentRef::Anonymous { .. } => ndshm::receive::attach(r, readonly),
+    }
+    .map_err(handle_err)
+}
+
+/// Unpickles a handle: the core decodes and checks it, maps the segment
+/// (once per process) and checks the view against it; then the view is
+/// built. A handle from another host gives the package's foreign handle,
+/// which passes it on.
 #[pyfunction]
-pub fn rebuild<'py>(
-    py: Python<'py>,
-    r: &Bound<'py, PyAny>,
-    offset: &Bound<'py, PyAny>,
-    shape: &Bound<'py, PyAny>,
-    strides: &Bound<'py, PyAny>,
-    dtype: &Bound<'py, PyAny>,
-    readonly: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyAny>> {
+pub fn rebuild<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let cfg = config(py)?;
-    let (t, host) = split_ref(r)?;
-    if host.to_str()? != cfg.label {
-        let args = (r, offset, shape, strides, dtype, readonly);
-        return cfg.foreign.bind(py).call1((host, args));
+    let bytes = wire.cast::<PyBytes>().map_err(|_| handle_err(HandleError::Malformed("not bytes")))?;
+    let h = Handle::decode(bytes.as_bytes()).map_err(handle_err)?;
+    if ndshm::receive::check_host(&h.host).is_err() {
+        return cfg.foreign.bind(py).call1((h.host.label(), (wire,)));
     }
-    let offset: i64 = int_in(offset, "offset")?;
-    if !readonly.is_exact_instance_of::<PyBool>() {
-        return Err(bad("readonly"));
-    }
-    let readonly = readonly.is_truthy()?;
-    let shape = int_tuple(shape, "shape")?;
-    let strides = int_tuple(strides, "strides")?;
-    let seg = Bound::new(py, PySegment::new(attach_ref_parts(py, &t, readonly)?))?;
-    let dt = if dtype.is_none() {
-        segment_dtype(&seg)?
-    } else {
-        let dt = dtype.cast::<PyArrayDescr>().map_err(|_| bad("dtype"))?.clone();
-        cfg.descr_of.bind(py).call1((&dt,))?; // refuses object and variable-width dtypes
-        dt
-    };
+    let seg = Bound::new(py, PySegment::new(attach(py, &h.segment, h.readonly)?))?;
     let s = &seg.get().seg;
-    ndshm::check_view(s.data_len() as u64, offset, &shape, &strides, dt.itemsize() as i64).map_err(view_err)?;
-    let writeable = !readonly && !s.is_readonly();
-    // SAFETY: check_view proved every element of the view lies inside the
-    // segment's data (an empty view's offset lies within it or at its end).
-    unsafe {
-        crate::array::new_view(&seg, cfg.array_type.bind(py), &dt, &shape, Some(&strides), false, offset, writeable)
-    }
+    h.view.check(s.data_len() as u64, s.header().dtype.itemsize()).map_err(|e| handle_err(e.into()))?;
+    let dt = match &h.view.dtype {
+        None => segment_dtype(&seg)?,
+        Some(d) => dtype_of_text(py, d)?,
+    };
+    let writeable = !h.readonly && !s.is_readonly();
+    let View { offset, shape, strides, .. } = &h.view;
+    // SAFETY: the core checked that every byte of the view, with the
+    // item size of `dt` (checked equal to the core's), lies inside the
+    // segment's data (an empty view's offset within it or at its end).
+    unsafe { crate::array::new_view(&seg, cfg.array_type.bind(py), &dt, shape, Some(strides), false, *offset, writeable) }
 }

@@ -234,23 +234,6 @@ fn attach<'py>(py: Python<'py>, name: &str, readonly: bool) -> PyResult<Bound<'p
     handle::whole_array(&Bound::new(py, PySegment::new(seg))?)
 }
 
-/// Attaches an anonymous segment held by process `pid` as `fd`.
-#[pyfunction]
-#[pyo3(signature = (pid, fd, id, readonly=false))]
-fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> PyResult<PySegment> {
-    let seg = Segment::attach_anonymous(pid, fd, id, readonly).map_err(seg_err)?;
-    Ok(PySegment::new(seg))
-}
-
-/// The named segment a handle names (segment `id`, known as `name`),
-/// reusing this process's mapping when it has one.
-#[pyfunction]
-#[pyo3(signature = (name, id, readonly=false))]
-fn attach_named_handle(py: Python<'_>, name: &str, id: u64, readonly: bool) -> PyResult<PySegment> {
-    let seg = py.detach(|| Segment::attach_named_handle(name, id, readonly)).map_err(seg_err)?;
-    Ok(PySegment::new(seg))
-}
-
 /// Lets go of received segments kept mapped (see `ndshm::cache`); the
 /// number kept before.
 #[pyfunction]
@@ -345,7 +328,7 @@ fn sweep() {
 /// At process exit: starts a keeper for unsettled handoffs; its pid or None.
 #[pyfunction]
 fn at_exit() -> Option<u32> {
-    ndshm::handoff::at_exit()
+    ndshm::keeper::at_exit()
 }
 
 /// This host as handles name it: `(node name, key)` (see `ndshm::host`).
@@ -379,9 +362,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("LockOwnerDied", m.py().get_type::<lock::LockOwnerDied>())?;
     m.add_function(wrap_pyfunction!(create, m)?)?;
     m.add_function(wrap_pyfunction!(attach, m)?)?;
-    m.add_function(wrap_pyfunction!(attach_anonymous, m)?)?;
     m.add_function(wrap_pyfunction!(lookup, m)?)?;
-    m.add_function(wrap_pyfunction!(attach_named_handle, m)?)?;
     m.add_function(wrap_pyfunction!(release_cached, m)?)?;
     m.add_function(wrap_pyfunction!(view::view_of, m)?)?;
     m.add_function(wrap_pyfunction!(check_view, m)?)?;

@@ -297,7 +297,8 @@ fn contended_procs(cfg: &Config, seg: &Segment) -> Res<()> {
 
 /// The second process: prints its handoff count.
 fn child(pid: &str, fd: &str, id: &str, iters: &str) -> Res<()> {
-    let seg = Segment::attach_anonymous(pid.parse()?, fd.parse()?, id.parse()?, false)?;
+    let r = ndshm::SegmentRef::Anonymous { pid: pid.parse()?, fd: fd.parse()?, id: id.parse()? };
+    let seg = ndshm::receive::attach(&r, false)?;
     let n: u64 = iters.parse()?;
     let w = lock_of(&seg)?;
     // Take and drop the lock once so the thread id is computed before the

@@ -403,25 +403,6 @@ impl Segment {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Attaches the named segment a handle names: segment `id`, known as
-    /// `seg_name`. Reuses this process's mapping of `id` if there is one;
-    /// otherwise attaches the name and checks that it still names `id`.
-    /// Kept mapped a moment after its last use (see `cache`).
-    pub fn attach_named_handle(seg_name: &str, id: u64, readonly: bool) -> Result<Segment> {
-        let seg = match registry_get(id, readonly) {
-            Some(seg) => seg,
-            None => {
-                let seg = Segment::attach(seg_name, readonly)?;
-                if seg.id() != id {
-                    return Err(SegmentError::Replaced(seg_name.to_string()));
-                }
-                seg
-            }
-        };
-        crate::cache::keep(&seg);
-        Ok(seg)
-    }
-
     /// Whether `publish` has run (always true for attached segments).
     pub fn is_published(&self) -> bool {
         self.inner.published.load(Ordering::Acquire)
@@ -465,77 +446,9 @@ impl Segment {
         }
     }
 
-    /// Attaches an anonymous segment that process `pid` holds open as `fd`,
-    /// checking that it is the segment `id`. Each successful attach also
-    /// settles one pending handoff of the sender.
-    pub fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> Result<Segment> {
-        if let Some(seg) = registry_get(id, readonly) {
-            seg.note_received();
-            crate::cache::keep(&seg);
-            return Ok(seg);
-        }
-        if fd < 0 || pid == 0 {
-            return Err(SegmentError::Mismatch(format!("bad handle: pid {pid}, fd {fd}")));
-        }
-        let (file, writable) = match open_proc_fd(pid, fd, readonly) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match handoff::fetch_from_keeper(id) {
-                    Some(f) => {
-                        let w = can_write(&f);
-                        (f, w)
-                    }
-                    None => {
-                        let why = if pid == std::process::id() {
-                            "this process no longer holds it".to_string()
-                        } else if std::fs::metadata(format!("/proc/{pid}")).is_ok() {
-                            format!("process {pid} no longer holds it (it dropped the array before this process attached it)")
-                        } else {
-                            format!("process {pid} exited or was killed before this process attached it")
-                        };
-                        return Err(SegmentError::Gone { pid, why });
-                    }
-                }
-            }
-            Err(e)
-                if e.kind() == io::ErrorKind::InvalidInput
-                    || e.raw_os_error().is_some_and(|c| is_not_regular(rustix::io::Errno::from_raw_os_error(c))) =>
-            {
-                return Err(SegmentError::Mismatch(format!(
-                    "bad handle: fd {fd} of process {pid} is not an ndshm segment"
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(SegmentError::Permission(format!("cannot open the array held by process {pid}: {e}")))
-            }
-            Err(e) => return Err(SegmentError::io(format!("open array held by process {pid}"), e)),
-        };
-        let seg = Self::attach_file(file, writable, readonly, None).map_err(|(file, e)| {
-            // Looked at before opening, but the fd may have changed since.
-            if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-                return SegmentError::Mismatch(format!("bad handle: fd {fd} of process {pid} is not an ndshm segment"));
-            }
-            match e {
-                SegmentError::Invalid { source, .. } => {
-                    SegmentError::Invalid { what: format!("fd {fd} of process {pid}"), source }
-                }
-                e => e,
-            }
-        })?;
-        if seg.id() != id {
-            return Err(SegmentError::Mismatch(format!(
-                "bad handle: fd {fd} of process {pid} is another segment (id {:#x}, expected {id:#x})",
-                seg.id()
-            )));
-        }
-        seg.note_received();
-        crate::cache::keep(&seg);
-        Ok(seg)
-    }
-
     /// Maps and validates an open file (opened for writing if `writable`);
     /// on failure gives the file back.
-    fn attach_file(
+    pub(crate) fn attach_file(
         file: File,
         writable: bool,
         readonly: bool,
@@ -698,7 +611,8 @@ impl Segment {
         self.inner.sent_by.load(Ordering::Acquire)
     }
 
-    fn note_received(&self) {
+    /// Settles one pending handoff (a receiver attached).
+    pub(crate) fn note_received(&self) {
         if self.inner.info.name.is_none() && self.control_writable() {
             let w = self.word(ctl::PENDING);
             let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
@@ -829,29 +743,7 @@ fn not_a_segment(seg_name: &str, what: &str) -> SegmentError {
 }
 
 /// Errors of `open` that mean "this is no regular file".
-fn is_not_regular(e: rustix::io::Errno) -> bool {
+pub(crate) fn is_not_regular(e: rustix::io::Errno) -> bool {
     use rustix::io::Errno;
     [Errno::ISDIR, Errno::NXIO, Errno::NODEV, Errno::OPNOTSUPP, Errno::NOTDIR].contains(&e)
-}
-
-/// Opens `/proc/PID/fd/FD`: the file, and whether it was opened for writing.
-fn open_proc_fd(pid: u32, fd: i32, readonly: bool) -> io::Result<(File, bool)> {
-    let path = format!("/proc/{pid}/fd/{fd}");
-    // Look before opening: opening some files (devices) has effects, and a
-    // forged handle may name any fd of the process.
-    if !std::fs::metadata(&path)?.file_type().is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
-    }
-    // O_NONBLOCK: a forged handle naming a FIFO must not block the open.
-    let base = OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
-    let (fd, writable) = match rustix::fs::open(&path, base | OFlags::RDWR, Mode::empty()) {
-        Ok(fd) => (fd, true),
-        Err(e) if readonly && e == rustix::io::Errno::ACCESS => (rustix::fs::open(&path, base, Mode::empty())?, false),
-        Err(e) => return Err(e.into()),
-    };
-    Ok((File::from(fd), writable))
-}
-
-fn can_write(file: &File) -> bool {
-    rustix::fs::fcntl_getfl(file).is_ok_and(|f| f.contains(OFlags::RDWR) || f.contains(OFlags::WRONLY))
 }

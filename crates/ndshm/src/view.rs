@@ -41,6 +41,9 @@ pub fn check_view(len: u64, offset: i64, shape: &[i64], strides: &[i64], itemsiz
         }
         return Ok(());
     }
+    // Each step stays within i128 (|reach| < 2**126); the sums are checked,
+    // and leave the data as soon as they pass its bounds, so they cannot
+    // wrap back into it.
     let (mut lo, mut hi) = (off, off + itemsize as i128);
     for (&n, &s) in shape.iter().zip(strides) {
         let reach = (n as i128 - 1) * s as i128;
@@ -48,6 +51,9 @@ pub fn check_view(len: u64, offset: i64, shape: &[i64], strides: &[i64], itemsiz
             lo += reach;
         } else {
             hi += reach;
+        }
+        if lo < 0 || hi > len_i {
+            return Err(ViewError::OutOfBounds { lo, hi, len });
         }
     }
     if lo < 0 || hi > len_i {
@@ -148,5 +154,8 @@ mod tests {
         assert!(check_view(80, 0, &[i64::MAX], &[i64::MAX], 8).is_err());
         assert!(check_view(80, 0, &[1], &[8, 8], 8).is_err());
         assert!(check_view(80, 0, &[-1], &[8], 8).is_err());
+        // Sums that would pass i128's range if not stopped at the bounds.
+        assert!(check_view(80, 0, &[i64::MAX; 64], &[i64::MAX; 64], 8).is_err());
+        assert!(check_view(80, 72, &[i64::MAX; 64], &[i64::MIN; 64], 8).is_err());
     }
 }
