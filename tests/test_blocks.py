@@ -295,7 +295,7 @@ def test_lazy_arrays_are_populated_before_they_are_written():
 
     a = empty_lazy((64, 1024))
     assert isinstance(a, ndshm.SharedArray)
-    seg = ndshm.arrays._segment_of(a)
+    seg = ndshm.handles.segment_of(a)
     for block in ndshm.blocks(a.shape, (16, 256)):
         populate(a[block])
         a[block] = 7.0

@@ -28,11 +28,11 @@ def _receive_twice(conn):
     """Receives an array, drops it, receives it again: reports the data
     addresses and how many mappings of the segment exist over time."""
     a = conn.recv()
-    addr1 = ndshm.arrays._segment_of(a).address
-    inode = os.fstat(ndshm.arrays._segment_of(a).fd).st_ino
+    addr1 = ndshm.handles.segment_of(a).address
+    inode = os.fstat(ndshm.handles.segment_of(a).fd).st_ino
     del a
     b = conn.recv()
-    addr2 = ndshm.arrays._segment_of(b).address
+    addr2 = ndshm.handles.segment_of(b).address
     maps_while_used = _mappings_of(inode)
     del b
     kept = _mappings_of(inode)
@@ -59,7 +59,7 @@ def test_a_received_array_is_mapped_once_and_let_go_after_a_moment():
 
 def _receive_with_cache_off(conn):
     a = conn.recv()
-    inode = os.fstat(ndshm.arrays._segment_of(a).fd).st_ino
+    inode = os.fstat(ndshm.handles.segment_of(a).fd).st_ino
     del a
     conn.send(_mappings_of(inode))
 

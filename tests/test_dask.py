@@ -35,7 +35,7 @@ from procwatch import alive, wait_for
 
 import ndshm
 import ndshm.dask
-from ndshm.arrays import _segment_of
+from ndshm.handles import segment_of as _segment_of
 
 KIB = 1024
 HERE = "tcp://127.0.0.1:1234"  # a recipient on this host
@@ -818,7 +818,7 @@ import numpy as np
 from distributed import Client, LocalCluster, get_task_stream
 
 import ndshm
-from ndshm.arrays import _segment_of
+from ndshm.handles import segment_of as _segment_of
 
 
 def total(x):

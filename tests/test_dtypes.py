@@ -5,6 +5,7 @@ file itself is a valid .npy file. Object-holding dtypes are refused."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 import ndshm
 from ndshm import _native
+from tests.helpers.wire import Handle
 
 # --------------------------------------------------------------------------
 # dtypes and sample data
@@ -386,11 +388,13 @@ def test_object_arrays_refused_as_type_error():
 
 def test_forged_handle_with_object_dtype_is_refused():
     a = ndshm.zeros(4, dtype=np.int64)
-    rebuild, (ref, offset, shape, strides, _dt, readonly) = a.__reduce_ex__(2)
-    with pytest.raises(TypeError, match=CLEAR):
-        rebuild(ref, offset, shape, strides, np.dtype(object), readonly)
+    rebuild, (wire,) = a.__reduce_ex__(2)
+    ref = (os.getpid(), ndshm.handles.segment_of(a).fd, ndshm.handles.segment_of(a).id)
+    for descr in ("'|O'", "[('a', '|O')]", "[('a', '<i4'), ('o', '|O')]"):
+        with pytest.raises(ValueError, match=CLEAR):
+            rebuild(Handle(ref, 0, (4,), (8,), descr).encode())
     # The genuine handle still works.
-    b = rebuild(ref, offset, shape, strides, None, readonly)
+    b = rebuild(wire)
     b[1] = 5
     assert a[1] == 5
 

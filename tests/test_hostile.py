@@ -33,8 +33,8 @@ import pytest
 
 import ndshm
 from ndshm import _native
-from ndshm.arrays import _segment_of
-from tests.helpers.wire import DTYPE, REF_ONLY, VERSION, Handle, ivarint, rebuild, wire_of
+from ndshm.handles import segment_of as _segment_of
+from tests.helpers.wire import DTYPE, REF_ONLY, VERSION, Handle, rebuild, wire_of
 from tests.test_hugepages import fd_link
 
 PAGE = 4096
@@ -682,7 +682,9 @@ MALFORMED = {
     "unknown-flag": lambda r: _wire(r)[:1] + bytes([_wire(r)[1] | 0x40]) + _wire(r)[2:],
     "reference-only": lambda r: Handle(r).ref_bytes(REF_ONLY),
     "trailing-byte": lambda r: _wire(r) + b"\x00",
-    "overlong-offset": lambda r: Handle(r).ref_bytes() + b"\x80\x00" + _wire(r)[len(Handle(r).ref_bytes()) + 1 :],
+    "overlong-offset": lambda r: (
+        Handle(r).ref_bytes() + b"\x80\x00" + _wire(r)[len(Handle(r).ref_bytes()) + 1 :]
+    ),
     "dtype-flag-without-dtype": lambda r: Handle(r).ref_bytes(DTYPE) + _wire(r)[len(Handle(r).ref_bytes()) :],
     "dtype-object": lambda r: _wire(r, dtype="'|O'"),
     "dtype-object-field": lambda r: _wire(r, shape=(5,), strides=(16,), dtype="[('a', '<f8'), ('o', '|O')]"),
@@ -914,7 +916,7 @@ def test_random_views_are_accepted_exactly_when_inside_the_data(target):
     """The check against numpy's own extent of the same view: accepted iff
     every byte it can reach lies in the 80 data bytes."""
     rng = np.random.default_rng(14)
-    arr, seg, ref = target["named"]
+    _, seg, ref = target["named"]
     margin = 1 << 12
     base = np.zeros(2 * margin + 80, np.uint8)
     accepted = refused = 0
@@ -929,7 +931,7 @@ def test_random_views_are_accepted_exactly_when_inside_the_data(target):
         v = np.ndarray(shape, dt, buffer=base, offset=margin + offset, strides=strides)
         lo, hi = np.lib.array_utils.byte_bounds(v)
         lo, hi = lo - base.ctypes.data - margin, hi - base.ctypes.data - margin
-        inside = (0 <= lo and hi <= 80) if v.size else 0 <= offset <= 80
+        inside = (lo >= 0 and hi <= 80) if v.size else 0 <= offset <= 80
         wire = _wire(ref, offset, shape, strides, dt)
         if inside:
             got = rebuild(wire)

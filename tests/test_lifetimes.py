@@ -100,7 +100,7 @@ def keeper_of(seg_id: int) -> bool:
 
 def _send_id_then_view(conn):
     a = ndshm.from_array(np.arange(100.0))
-    conn.send(ndshm.arrays._segment_of(a).id)
+    conn.send(ndshm.handles.segment_of(a).id)
     conn.send(a[1:])
 
 
@@ -142,7 +142,7 @@ def holders_of(inode: int) -> int:
 
 def test_dropping_an_unsent_array_lets_it_go():
     a = ndshm.zeros(1 << 20)
-    inode = os.fstat(ndshm.arrays._segment_of(a).fd).st_ino
+    inode = os.fstat(ndshm.handles.segment_of(a).fd).st_ino
     assert holders_of(inode) == 2  # its fd and its mapping
     del a
     gc.collect()

@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from .arrays import _segment_of, from_array
+from .arrays import from_array
 from .blocks import BlockRunner
+from .handles import segment_of as _segment_of
 
 # Job kinds: how a task's items are applied to the job's function.
 MAP = 0  # fn(item)

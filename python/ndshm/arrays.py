@@ -1,22 +1,19 @@
-"""Shared arrays: creation, attaching, and pickling as handles.
+"""Shared arrays: creation and attaching.
 
 A :class:`SharedArray` is a real ``numpy.ndarray`` whose memory is a
-segment. It, and any view of it, pickles as a small handle naming the
-segment, the view's byte offset, shape, strides and dtype; unpickling maps
-the same memory (once per process) and rebuilds the view.
+segment. It, and any view of it, pickles as a small handle (see
+:mod:`ndshm.handles`); unpickling maps the same memory (once per process)
+and rebuilds the view.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 from collections.abc import Sequence
 from typing import Any, SupportsIndex
 
 import numpy as np
-from numpy.lib import format as npformat
 
-from . import _native, hosts, lifetime
+from . import _native, handles, lifetime
 from .locks import RWLock
 
 __all__ = [
@@ -31,29 +28,6 @@ __all__ = [
 ]
 
 ShapeLike = SupportsIndex | Sequence[SupportsIndex]
-
-
-def _descr_of(dtype: np.dtype) -> str:
-    """The .npy description of a dtype, refusing what cannot be shared."""
-    # The refusals are never cached: an equal dtype may differ in its flags.
-    if dtype.hasobject:
-        raise TypeError(
-            f"dtype {dtype} holds Python objects, which cannot live in shared memory; "
-            "use a fixed-size dtype (numbers, bytes 'S', unicode 'U', structured)"
-        )
-    if not getattr(type(dtype), "_legacy", True) or dtype.kind == "T":
-        raise TypeError(f"dtype {dtype} is not a fixed-size dtype and cannot live in shared memory")
-    return _descr_text(dtype)
-
-
-@functools.lru_cache(maxsize=512)
-def _descr_text(dtype: np.dtype) -> str:
-    return repr(npformat.dtype_to_descr(np.dtype(dtype)))
-
-
-@functools.lru_cache(maxsize=512)
-def _dtype_of(descr: str) -> np.dtype:
-    return npformat.descr_to_dtype(ast.literal_eval(descr))
 
 
 def _shape_of(shape: ShapeLike) -> tuple[int, ...]:
@@ -81,7 +55,7 @@ class SharedArray(np.ndarray):
     @property
     def name(self) -> str | None:
         """Name of the segment, ``None`` for anonymous arrays."""
-        seg = _segment_of(self)
+        seg = handles.segment_of(self)
         return None if seg is None else seg.name
 
     @property
@@ -89,7 +63,7 @@ class SharedArray(np.ndarray):
         """The array's lock: exclusive by default (``with a.lock:``), with
         ``a.lock.read()`` and ``a.lock.write()``. It lives in the segment,
         so every process and every view of the array share it."""
-        seg = _segment_of(self)
+        seg = handles.segment_of(self)
         if seg is None:
             raise ValueError("this array is not in shared memory (a copy or computed result): it has no lock")
         return RWLock._of(seg)
@@ -117,11 +91,10 @@ class SharedArray(np.ndarray):
         return np.ndarray.flatten(self.view(np.ndarray), order)
 
     def __reduce_ex__(self, protocol):  # type: ignore[override]
-        handle = _native.handle(self)
+        handle = handles.handle(self)
         if handle is None:
             # Private memory (e.g. fancy-indexing result): pickle the data.
             return self.view(np.ndarray).__reduce_ex__(protocol)
-        lifetime.ensure_exit_hook()  # a sender of anonymous arrays may need a keeper at exit
         return handle
 
     def __reduce__(self):  # type: ignore[override]
@@ -129,26 +102,6 @@ class SharedArray(np.ndarray):
 
     def __repr__(self) -> str:
         return np.ndarray.__repr__(self.view(np.ndarray)).replace("array(", "SharedArray(", 1)
-
-
-def _segment_of(arr: np.ndarray) -> _native.Segment | None:
-    """The segment whose memory `arr` views, if any."""
-    found = _native.view_of(arr)
-    return None if found is None else found[0]
-
-
-def segment_ref(seg: _native.Segment) -> tuple:
-    """What a handle carries to name `seg`: `(name, id, host)` for named
-    segments, `(pid, fd, id, host)` of this process for anonymous ones
-    (counting a pending handoff)."""
-    lifetime.ensure_exit_hook()
-    return _native.segment_ref(seg)
-
-
-#: Unpickles a handle: checks it, maps the segment (once per process) and
-#: rebuilds the view; on another host, a :class:`~ndshm.hosts.ForeignHandle`
-#: that passes it on. Native: it runs once per task that carries an array.
-_rebuild = _native.rebuild
 
 
 def _wrap(seg: _native.Segment) -> SharedArray:
@@ -163,10 +116,9 @@ def _create(
     src: np.ndarray | None = None,
     lazy: bool = False,
 ) -> _native.Segment:
-    dt = np.dtype(dtype)
     fortran = _order_flag(order)
     lifetime.sweep()
-    return _native.create(_descr_of(dt), list(_shape_of(shape)), fortran, name, src, lazy)
+    return _native.create(np.dtype(dtype), list(_shape_of(shape)), fortran, name, src, lazy)
 
 
 def empty_lazy(shape: ShapeLike, dtype: Any = float) -> SharedArray:
@@ -253,7 +205,7 @@ def from_array(arr: Any, *, name: str | None = None) -> SharedArray:
     Contiguous arrays are copied by several threads without the GIL while
     the memory is being reserved."""
     a = np.asarray(arr)
-    _descr_of(a.dtype)  # refuses object dtypes with a clear message
+    handles.descr_of(a.dtype)  # refuses object dtypes with a clear message
     order = _order_like(a)
     src = _flat_bytes(a, order == "F")
     if src is None:
@@ -263,7 +215,7 @@ def from_array(arr: Any, *, name: str | None = None) -> SharedArray:
     return _publish(seg, None)
 
 
-_native.configure_handles(_rebuild, SharedArray, hosts.ForeignHandle, _dtype_of, _descr_of)
+_native.register_array_class(SharedArray)
 
 
 def attach(name: str, *, readonly: bool = False) -> SharedArray:

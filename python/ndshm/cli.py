@@ -206,9 +206,9 @@ def _npy_dtype(path: str) -> np.dtype:
 def _cmd_load(args: argparse.Namespace) -> int:
     dtype = _npy_dtype(args.file)
     if dtype.hasobject:
-        from .arrays import _descr_of
+        from .handles import descr_of
 
-        _descr_of(dtype)  # raises the TypeError that explains why
+        descr_of(dtype)  # raises the TypeError that explains why
         raise TypeError(f"dtype {dtype} cannot live in shared memory")  # pragma: no cover
     arr = np.load(args.file, mmap_mode="r", allow_pickle=False)
     if not isinstance(arr, np.ndarray):

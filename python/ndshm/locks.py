@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _native
+import numpy as np
+
+from . import _native, handles
 
 __all__ = ["Lock", "LockOwnerDied", "RWLock"]
 
@@ -25,13 +27,13 @@ LockOwnerDied = _native.LockOwnerDied
 
 
 def _new_segment() -> _native.Segment:
-    seg = _native.create("'|u1'", [0], False, None)
+    seg = _native.create(np.dtype("u1"), [0], False, None)
     seg.publish()
     return seg
 
 
-def _rebuild_lock(cls: type, ref: Any) -> Lock:
-    return cls._of(_native.attach_ref(ref, False))
+def _rebuild_lock(cls: type, ref: bytes) -> Lock:
+    return cls._of(handles.attach_ref(ref, False))
 
 
 class Lock(_native.Lock):
@@ -48,9 +50,7 @@ class Lock(_native.Lock):
         return _native.Lock.__new__(cls, seg)
 
     def __reduce__(self):
-        from .arrays import segment_ref
-
-        return (_rebuild_lock, (type(self), segment_ref(self.segment)))
+        return (_rebuild_lock, (type(self), handles.segment_ref(self.segment)))
 
     def __repr__(self) -> str:
         state = "locked" if self.locked() else "unlocked"

@@ -29,8 +29,9 @@ import cloudpickle
 import numpy as np
 
 from . import _native, _worker
-from .arrays import SharedArray, _segment_of, empty, empty_lazy, from_array
+from .arrays import SharedArray, empty, empty_lazy, from_array
 from .blocks import BlockRunner, normalize_chunks
+from .handles import segment_of as _segment_of
 from .progress import Progress
 
 __all__ = ["Pool", "RemoteTraceback", "WorkerDied", "map", "map_blocks"]

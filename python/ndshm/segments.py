@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from numpy.lib import format as npformat
 
-from . import _native
+from . import _native, handles
 
 __all__ = ["SegmentInfo", "delete", "exists", "gc", "info", "list"]
 
@@ -42,8 +40,8 @@ class SegmentInfo:
         dtype = None
         if d["descr"] is not None:
             try:
-                dtype = npformat.descr_to_dtype(ast.literal_eval(d["descr"]))
-            except (ValueError, TypeError, SyntaxError):
+                dtype = handles.dtype_of(d["descr"])
+            except (ValueError, TypeError):
                 dtype = None
         return cls(
             name=d["name"],

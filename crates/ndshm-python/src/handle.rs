@@ -7,52 +7,52 @@
 //! (format, dtype, the view's extent) before any access; a malformed one
 //! is a `ValueError`, never a view outside its segment's data.
 
+use crate::dtypes::dtype_of;
 use crate::errors::handle_err;
+use crate::foreign::ForeignHandle;
 use crate::view::view_of;
 use crate::PySegment;
-use ndshm::handle::{encode_ref, decode_ref, Handle, HandleError, SegmentRef, View};
+use ndshm::handle::{decode_ref, encode_ref, Handle, HandleError, SegmentRef, View};
 use ndshm::{DType, Segment};
 use numpy::npyffi::NPY_ARRAY_WRITEABLE;
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyTuple, PyType};
 use std::os::fd::AsRawFd;
 
-/// What handles need from the Python package, given once at its import.
-struct Config {
-    rebuild: Py<PyAny>,
-    array_type: Py<PyType>,
-    foreign: Py<PyAny>,
-    dtype_of: Py<PyAny>,
-    descr_of: Py<PyAny>,
-}
+/// The array class views are made of (the package's `SharedArray`).
+static ARRAY_CLASS: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+/// This module's `rebuild`, which pickled handles name.
+static REBUILD: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-static CONFIG: PyOnceLock<Config> = PyOnceLock::new();
-
-fn config(py: Python<'_>) -> PyResult<&Config> {
-    if CONFIG.get(py).is_none() {
-        py.import("ndshm.arrays")?; // configures
-    }
-    CONFIG.get(py).ok_or_else(|| PyValueError::new_err("ndshm handles are not configured"))
-}
-
-/// Sets what handles need (once): the rebuild function they name, the
-/// array class, the class of handles from other hosts, and the dtype
-/// helpers (`.npy` description to dtype, and dtype to description).
+/// Sets the class of the arrays this module makes (once: the package's
+/// `SharedArray`, a subclass of numpy.ndarray).
 #[pyfunction]
-pub fn configure_handles(
-    py: Python<'_>,
-    rebuild: Py<PyAny>,
-    array_type: Py<PyType>,
-    foreign: Py<PyAny>,
-    dtype_of: Py<PyAny>,
-    descr_of: Py<PyAny>,
-) -> PyResult<()> {
-    let cfg = Config { rebuild, array_type, foreign, dtype_of, descr_of };
-    let _ = CONFIG.set(py, cfg);
+pub fn register_array_class(cls: &Bound<'_, PyType>) -> PyResult<()> {
+    if !cls.is_subclass_of::<PyUntypedArray>()? {
+        return Err(pyo3::exceptions::PyTypeError::new_err("the array class must subclass numpy.ndarray"));
+    }
+    let _ = ARRAY_CLASS.set(cls.py(), cls.clone().unbind());
     Ok(())
+}
+
+fn array_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    ARRAY_CLASS
+        .get(py)
+        .map(|c| c.bind(py))
+        .ok_or_else(|| PyValueError::new_err("ndshm's array class is not registered"))
+}
+
+/// Remembers the module's `rebuild` (at module initialisation).
+pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let _ = REBUILD.set(m.py(), m.getattr("rebuild")?.unbind());
+    Ok(())
+}
+
+pub fn rebuild_fn(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    REBUILD.get(py).map(|f| f.bind(py).clone()).ok_or_else(|| PyValueError::new_err("ndshm._native is not initialised"))
 }
 
 /// The segment's dtype object (made once per segment object).
@@ -62,7 +62,7 @@ pub fn segment_dtype<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, Py
     if let Some(d) = me.dtype.get(py) {
         return Ok(d.bind(py).clone());
     }
-    let d = config(py)?.dtype_of.bind(py).call1((&me.seg.info().descr,))?.cast_into::<PyArrayDescr>()?;
+    let d = dtype_of(py, &me.seg.header().dtype)?;
     let _ = me.dtype.set(py, d.clone().unbind());
     Ok(d)
 }
@@ -71,8 +71,7 @@ pub fn segment_dtype<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, Py
 /// its header gives.
 pub fn whole_array<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, PyAny>> {
     let py = seg.py();
-    let cls = config(py)?.array_type.bind(py);
-    crate::array::array_of(seg, cls, &segment_dtype(seg)?)
+    crate::array::array_of(seg, array_class(py)?, &segment_dtype(seg)?)
 }
 
 /// The reference a handle carries to name `seg`; counts a pending handoff
@@ -94,20 +93,6 @@ fn ref_of(seg: &Segment) -> SegmentRef {
 pub fn segment_ref<'py>(seg: &Bound<'py, PySegment>) -> Bound<'py, PyBytes> {
     let r = ref_of(&seg.get().seg);
     PyBytes::new(seg.py(), &encode_ref(&r, ndshm::host::this()))
-}
-
-/// The dtype a handle's text form describes, made by numpy from the text
-/// the core has validated (cached by exact text), and checked again: the
-/// item size the core computed, and no Python objects.
-fn dtype_of_text<'py>(py: Python<'py>, dtype: &DType) -> PyResult<Bound<'py, PyArrayDescr>> {
-    let text = dtype.descr();
-    let refuse = |why: String| PyValueError::new_err(format!("bad ndshm handle: dtype {text}: {why}"));
-    let made = config(py)?.dtype_of.bind(py).call1((&text,)).map_err(|e| refuse(e.to_string()))?;
-    let dt = made.cast_into::<PyArrayDescr>().map_err(|_| refuse("not a dtype".into()))?;
-    if dt.itemsize() != dtype.itemsize() || dt.has_object() {
-        return Err(refuse("numpy reads it differently".into()));
-    }
-    Ok(dt)
 }
 
 /// `(rebuild, (wire,))` pickling `arr` as a handle, or None when its memory
@@ -137,7 +122,7 @@ pub fn handle<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bound<'p
     };
     let h = Handle { segment: ref_of(s), view, readonly, host: ndshm::host::this().clone() };
     let wire = PyBytes::new(py, &h.encode());
-    Ok(Some((config(py)?.rebuild.bind(py), (wire,)).into_pyobject(py)?))
+    Ok(Some((rebuild_fn(py)?, (wire,)).into_pyobject(py)?))
 }
 
 /// The validated text form of a view's dtype, refused when it does not
@@ -149,16 +134,14 @@ fn describe(dtype: &Bound<'_, PyArrayDescr>) -> PyResult<DType> {
             "a view with dtype {dtype} cannot be sent as a handle: {why}; send a view with a plain dtype, or a copy"
         ))
     };
-    let text = config(py)?.descr_of.bind(py).call1((dtype,)).map_err(|e| {
+    let parsed = crate::dtypes::describe(dtype).map_err(|e| {
         if e.is_instance_of::<pyo3::exceptions::PyTypeError>(py) {
             e
         } else {
             cannot(e.value(py).to_string())
         }
     })?;
-    let text = text.cast_into::<PyString>()?;
-    let parsed = DType::parse(text.to_str()?).map_err(|e| cannot(e.to_string()))?;
-    if !dtype_of_text(py, &parsed).is_ok_and(|back| back.is_equiv_to(dtype)) {
+    if !dtype_of(py, &parsed).is_ok_and(|back| back.is_equiv_to(dtype)) {
         return Err(cannot("its fields overlap or are out of order".into()));
     }
     Ok(parsed)
@@ -188,23 +171,63 @@ fn attach(py: Python<'_>, r: &SegmentRef, readonly: bool) -> PyResult<Segment> {
 /// which passes it on.
 #[pyfunction]
 pub fn rebuild<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let cfg = config(py)?;
     let bytes = wire.cast::<PyBytes>().map_err(|_| handle_err(HandleError::Malformed("not bytes")))?;
     let h = Handle::decode(bytes.as_bytes()).map_err(handle_err)?;
     if ndshm::receive::check_host(&h.host).is_err() {
-        return cfg.foreign.bind(py).call1((h.host.label(), (wire,)));
+        let foreign = ForeignHandle::new(h.host.label(), bytes.clone().unbind());
+        return Ok(Bound::new(py, foreign)?.into_any());
     }
     let seg = Bound::new(py, PySegment::new(attach(py, &h.segment, h.readonly)?))?;
     let s = &seg.get().seg;
     h.view.check(s.data_len() as u64, s.header().dtype.itemsize()).map_err(|e| handle_err(e.into()))?;
     let dt = match &h.view.dtype {
         None => segment_dtype(&seg)?,
-        Some(d) => dtype_of_text(py, d)?,
+        Some(d) => dtype_of(py, d).map_err(|e| PyValueError::new_err(format!("bad ndshm handle: {}", e.value(py))))?,
     };
     let writeable = !h.readonly && !s.is_readonly();
     let View { offset, shape, strides, .. } = &h.view;
     // SAFETY: the core checked that every byte of the view, with the
     // item size of `dt` (checked equal to the core's), lies inside the
     // segment's data (an empty view's offset within it or at its end).
-    unsafe { crate::array::new_view(&seg, cfg.array_type.bind(py), &dt, shape, Some(strides), false, *offset, writeable) }
+    unsafe { crate::array::new_view(&seg, array_class(py)?, &dt, shape, Some(strides), false, *offset, writeable) }
+}
+
+/// The same view (offset, shape, strides, dtype) of the same memory as an
+/// array of the package's class, when `arr`'s memory lies inside a
+/// published segment; None otherwise. Read-only if `arr` is. Nothing is
+/// counted as sent: no handle leaves the process.
+#[pyfunction]
+pub fn shared_view<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = arr.py();
+    let Some((seg, offset)) = view_of(arr)? else { return Ok(None) };
+    let s = &seg.get().seg;
+    if !s.is_published() {
+        return Ok(None);
+    }
+    let dtype = arr.dtype();
+    if dtype.has_object() {
+        return Ok(None);
+    }
+    let shape: Vec<i64> = arr.shape().iter().map(|&d| d as i64).collect();
+    let strides: Vec<i64> = arr.strides().iter().map(|&d| d as i64).collect();
+    let view = View { offset, shape, strides, dtype: None };
+    view.check(s.data_len() as u64, dtype.itemsize()).map_err(|e| handle_err(e.into()))?;
+    // SAFETY: as in `handle`; `flags` is a plain field of a live ndarray.
+    let flags = unsafe { (*arr.as_array_ptr()).fields.flags };
+    let writeable = !s.is_readonly() && flags & NPY_ARRAY_WRITEABLE != 0;
+    // SAFETY: checked just above: every byte of the view, with `dtype`'s
+    // item size, lies inside the segment's data.
+    let v = unsafe {
+        crate::array::new_view(
+            &seg,
+            array_class(py)?,
+            &dtype,
+            &view.shape,
+            Some(&view.strides),
+            false,
+            offset,
+            writeable,
+        )
+    }?;
+    Ok(Some(v))
 }

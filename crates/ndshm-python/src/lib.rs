@@ -3,7 +3,9 @@
 
 mod array;
 mod dispatch;
+mod dtypes;
 mod errors;
+mod foreign;
 mod handle;
 mod lock;
 mod view;
@@ -183,26 +185,33 @@ impl PySegment {
     }
 }
 
-fn header(descr: &str, shape: Vec<usize>, fortran_order: bool) -> PyResult<Header> {
-    let dtype = DType::parse(descr).map_err(|e| seg_err(e.into()))?;
-    Ok(Header { dtype, shape, fortran_order })
-}
-
 /// Creates a segment (named, or anonymous when `name` is None), not yet
-/// published: zeroed, or a copy of `src`, a C-contiguous byte buffer
-/// holding exactly the array's bytes in its memory order.
+/// published, for `dtype` (a numpy dtype, or its `.npy` description):
+/// zeroed, or a copy of `src`, a C-contiguous byte buffer holding exactly
+/// the array's bytes in its memory order.
 #[pyfunction]
-#[pyo3(signature = (descr, shape, fortran_order, name=None, src=None, lazy=false))]
+#[pyo3(signature = (dtype, shape, fortran_order, name=None, src=None, lazy=false))]
 fn create(
     py: Python<'_>,
-    descr: &str,
+    dtype: &Bound<'_, PyAny>,
     shape: Vec<usize>,
     fortran_order: bool,
     name: Option<&str>,
     src: Option<&Bound<'_, PyAny>>,
     lazy: bool,
 ) -> PyResult<PySegment> {
-    let h = header(descr, shape, fortran_order)?;
+    let (descr, given) = match dtype.cast::<numpy::PyArrayDescr>() {
+        // A subarray dtype is described as its bytes: its array gets the
+        // dtype made from the description instead.
+        Ok(d) => (dtypes::describe(d)?, (!numpy::PyArrayDescrMethods::has_subarray(d)).then(|| d.clone())),
+        Err(_) => {
+            let text = dtype.cast::<pyo3::types::PyString>().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err("dtype must be a numpy.dtype or a .npy description")
+            })?;
+            (DType::parse(text.to_str()?).map_err(|e| seg_err(e.into()))?, None)
+        }
+    };
+    let h = Header { dtype: descr, shape, fortran_order };
     if lazy && (name.is_some() || src.is_some()) {
         return Err(PyValueError::new_err("only an anonymous, empty segment can be lazy"));
     }
@@ -223,7 +232,11 @@ fn create(
         }
     }
     .map_err(seg_err)?;
-    Ok(PySegment::new(seg))
+    let seg = PySegment::new(seg);
+    if let Some(d) = given {
+        let _ = seg.dtype.set(py, d.unbind());
+    }
+    Ok(seg)
 }
 
 /// The named array `name` (a `SharedArray` over the whole segment).
@@ -377,7 +390,11 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(at_exit, m)?)?;
     m.add_function(wrap_pyfunction!(segment_dir, m)?)?;
     m.add_function(wrap_pyfunction!(private_tmpfs, m)?)?;
-    m.add_function(wrap_pyfunction!(handle::configure_handles, m)?)?;
+    m.add_class::<foreign::ForeignHandle>()?;
+    m.add_function(wrap_pyfunction!(handle::register_array_class, m)?)?;
+    m.add_function(wrap_pyfunction!(handle::shared_view, m)?)?;
+    m.add_function(wrap_pyfunction!(dtypes::py_descr_of, m)?)?;
+    m.add_function(wrap_pyfunction!(dtypes::py_dtype_of, m)?)?;
     m.add_function(wrap_pyfunction!(handle::handle, m)?)?;
     m.add_function(wrap_pyfunction!(handle::rebuild, m)?)?;
     m.add_function(wrap_pyfunction!(handle::segment_ref, m)?)?;
@@ -386,5 +403,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PAGE", ndshm::format::PAGE)?;
     m.add("FORMAT_VERSION", ndshm::format::FORMAT_VERSION)?;
     m.add("MAX_NAME_LEN", ndshm::name::MAX_LEN)?;
+    handle::init(m)?;
     Ok(())
 }

@@ -55,6 +55,11 @@ impl DType {
         self.descr.repr()
     }
 
+    /// The parsed description.
+    pub fn literal(&self) -> &Literal {
+        &self.descr
+    }
+
     /// The type string of a simple dtype (`"<f8"`), `None` for structured ones.
     pub fn typestr(&self) -> Option<&str> {
         match &self.descr {

@@ -441,20 +441,16 @@ mod tests {
         let mut w = named(view(0, &[1], &[8], None)).encode();
         w[1] = 0x80;
         assert!(Handle::decode(&w).is_err());
-        let bad_name = Handle { segment: SegmentRef::Named { name: "../x".into(), id: 1 }, ..named(view(0, &[], &[], None)) };
+        let bad_name =
+            Handle { segment: SegmentRef::Named { name: "../x".into(), id: 1 }, ..named(view(0, &[], &[], None)) };
         assert!(matches!(Handle::decode(&bad_name.encode()), Err(HandleError::Name(_))));
         assert!(Handle::decode(&named(view(0, &[-1], &[8], None)).encode()).is_err());
         let no_id = Handle { segment: SegmentRef::Named { name: "x".into(), id: 0 }, ..named(view(0, &[], &[], None)) };
         assert!(Handle::decode(&no_id.encode()).is_err());
-        let pid0 = Handle {
-            segment: SegmentRef::Anonymous { pid: 0, fd: 3, id: 1 },
-            ..named(view(0, &[], &[], None))
-        };
+        let pid0 = Handle { segment: SegmentRef::Anonymous { pid: 0, fd: 3, id: 1 }, ..named(view(0, &[], &[], None)) };
         assert!(Handle::decode(&pid0.encode()).is_err());
-        let fdneg = Handle {
-            segment: SegmentRef::Anonymous { pid: 1, fd: -1, id: 1 },
-            ..named(view(0, &[], &[], None))
-        };
+        let fdneg =
+            Handle { segment: SegmentRef::Anonymous { pid: 1, fd: -1, id: 1 }, ..named(view(0, &[], &[], None)) };
         assert!(Handle::decode(&fdneg.encode()).is_err());
     }
 

@@ -90,7 +90,9 @@ fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> Result<Segmen
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             return Err(HandleError::Permission { pid, why: e.to_string() })
         }
-        Err(e) => return Err(SegmentError::Io { context: format!("open array held by process {pid}"), source: e }.into()),
+        Err(e) => {
+            return Err(SegmentError::Io { context: format!("open array held by process {pid}"), source: e }.into())
+        }
     };
     let seg = Segment::attach_file(file, writable, readonly, None).map_err(|(file, e)| {
         // Looked at before opening, but the fd may have changed since.

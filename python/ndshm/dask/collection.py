@@ -20,7 +20,8 @@ import numpy as np
 from dask.base import tokenize
 
 from .. import hosts
-from ..arrays import SharedArray, _segment_of, empty_lazy, populate
+from ..arrays import SharedArray, empty_lazy, populate
+from ..handles import segment_of as _segment_of
 from ..hosts import ForeignHandle
 
 __all__ = ["compute_into", "store", "to_dask"]

@@ -30,7 +30,8 @@ from distributed.protocol import dask_deserialize, dask_serialize, pickle
 from distributed.protocol.numpy import deserialize_numpy_ndarray, serialize_numpy_ndarray
 
 from .. import _native
-from ..arrays import SharedArray, _descr_of
+from ..arrays import SharedArray
+from ..handles import descr_of
 
 __all__ = ["is_local_address", "register", "same_host"]
 
@@ -123,7 +124,7 @@ def _token(x: SharedArray) -> Any:
     seg, offset = found
     # The identity of the memory, not its contents: shared arrays are meant
     # to be written in place, and hashing gigabytes would take seconds.
-    return ("ndshm", seg.id, offset, x.shape, x.strides, _descr_of(x.dtype))
+    return ("ndshm", seg.id, offset, x.shape, x.strides, descr_of(x.dtype))
 
 
 def _sizeof(x: SharedArray) -> int:
