@@ -52,7 +52,7 @@ from common import (
 
 import ndshm
 from ndshm import _native
-from ndshm.arrays import _segment_of
+from ndshm.handles import segment_of
 
 SECTION = "Core (issue 2)"
 TIMEOUT_S = 300.0  # a reply slower than this means the worker is stuck
@@ -142,7 +142,7 @@ def _ndshm_delete(name: str) -> None:
 
 
 def _seg_id(arr: np.ndarray) -> int:
-    seg = _segment_of(arr)
+    seg = segment_of(arr)
     assert seg is not None, "not a shared array"
     return seg.id
 
@@ -391,7 +391,7 @@ def _handoff_size(
         _stop_loky()
         if want_handle_sizes:
             sizes = handle_sizes(anon, named)
-        seg = _segment_of(anon)
+        seg = segment_of(anon)
         if seg is not None and seg.pending:
             log(f"WARNING: {seg.pending} handoffs of the anonymous array were never attached")
     finally:

@@ -4,7 +4,7 @@ Every pickled handle of an anonymous array counts as pending in the
 segment until a receiver attaches it. A process that exits normally with
 handoffs pending starts a small keeper process that holds those segments
 and hands them over until they are attached (at most 30 s); see
-``ndshm::handoff`` in the Rust core. Hooks run both at interpreter exit
+``ndshm::handoff`` and ``ndshm::keeper`` in the Rust core. Hooks run both at interpreter exit
 and at the exit of ``multiprocessing`` children (which leave with
 ``os._exit`` after running multiprocessing's finalizers).
 """

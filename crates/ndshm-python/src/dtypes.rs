@@ -29,9 +29,13 @@ fn numpy_format<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>>
 
 /// The numpy dtype of a validated description (made once per text).
 pub fn dtype_of<'py>(py: Python<'py>, dtype: &DType) -> PyResult<Bound<'py, PyArrayDescr>> {
-    let text = dtype.descr();
+    dtype_of_described(py, dtype, &dtype.descr())
+}
+
+/// As [`dtype_of`], given `text`, the description `dtype` renders as.
+pub fn dtype_of_described<'py>(py: Python<'py>, dtype: &DType, text: &str) -> PyResult<Bound<'py, PyArrayDescr>> {
     let made = MADE.get_or_init(py, || Mutex::new(HashMap::new()));
-    if let Some(d) = made.lock().unwrap_or_else(|e| e.into_inner()).get(&text) {
+    if let Some(d) = made.lock().unwrap_or_else(|e| e.into_inner()).get(text) {
         return Ok(d.bind(py).clone());
     }
     let refuse = |why: String| PyValueError::new_err(format!("dtype {text} cannot be used: {why}"));
@@ -49,7 +53,7 @@ pub fn dtype_of<'py>(py: Python<'py>, dtype: &DType) -> PyResult<Bound<'py, PyAr
     if made.len() >= MAX_MADE {
         made.clear();
     }
-    made.insert(text, dt.clone().unbind());
+    made.insert(text.to_string(), dt.clone().unbind());
     Ok(dt)
 }
 

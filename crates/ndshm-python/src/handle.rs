@@ -62,7 +62,8 @@ pub fn segment_dtype<'py>(seg: &Bound<'py, PySegment>) -> PyResult<Bound<'py, Py
     if let Some(d) = me.dtype.get(py) {
         return Ok(d.bind(py).clone());
     }
-    let d = dtype_of(py, &me.seg.header().dtype)?;
+    let info = me.seg.info();
+    let d = crate::dtypes::dtype_of_described(py, &info.header.dtype, &info.descr)?;
     let _ = me.dtype.set(py, d.clone().unbind());
     Ok(d)
 }
