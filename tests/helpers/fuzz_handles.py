@@ -27,7 +27,7 @@ import numpy as np
 from wire import anonymous_pid
 
 import ndshm
-from ndshm import _native, arrays
+from ndshm import _native, handles
 
 _allowed_pids = {os.getpid(), os.getppid()}
 
@@ -63,7 +63,7 @@ def check(result, orig_seg) -> str | None:
     """None if `result` is acceptable, else what is wrong with it."""
     if not isinstance(result, np.ndarray):
         return None  # some other object: no memory of ours is involved
-    seg = arrays._segment_of(result)
+    seg = handles.segment_of(result)
     if seg is None:
         if isinstance(result, ndshm.SharedArray):
             return f"a SharedArray not backed by a segment: shape {result.shape}"
@@ -83,7 +83,7 @@ def check(result, orig_seg) -> str | None:
 
 def fuzz(data: bytes) -> dict:
     orig = pickle.loads(data)
-    orig_seg = arrays._segment_of(orig)
+    orig_seg = handles.segment_of(orig)
     assert orig_seg is not None, "the original handle does not rebuild a shared view"
     outcomes: collections.Counter[str] = collections.Counter()
     bad: list[str] = []
