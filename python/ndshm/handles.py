@@ -13,14 +13,11 @@ of an array, references to segments, rebuilding, and dtype descriptions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import _native, lifetime
-
-if TYPE_CHECKING:
-    from .arrays import SharedArray
 
 __all__ = ["descr_of", "dtype_of", "rebuild", "segment_of", "segment_ref", "shared_view"]
 
@@ -57,11 +54,13 @@ def handle(arr: np.ndarray) -> tuple | None:
     return found
 
 
-def shared_view(arr: np.ndarray) -> SharedArray | None:
+def shared_view(arr: np.ndarray) -> np.ndarray | None:
     """The same view (offset, shape, strides, dtype) of the same memory as
     a :class:`~ndshm.SharedArray`, when `arr`'s memory lies inside a
-    published segment (read-only if `arr` is); None otherwise."""
-    return _native.shared_view(arr)  # type: ignore[return-value]
+    published segment (read-only if `arr` is); None otherwise. Nothing is
+    counted as sent: that happens only when a handle is pickled. (Typed as
+    ``np.ndarray`` so that this module needs nothing from ``arrays``.)"""
+    return _native.shared_view(arr)
 
 
 def descr_of(dtype: Any) -> str:
