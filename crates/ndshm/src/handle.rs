@@ -502,4 +502,75 @@ mod tests {
         let w = named(view(0, &[i64::MAX; 64], &[i64::MAX; 64], None)).encode();
         assert!(check_wire(&w, 80, 8).is_err());
     }
+
+    /// Every byte an accepted view reaches, by brute force over its
+    /// elements (small views only), and each field of its dtype.
+    fn reach(view: &View, itemsize: usize) -> Option<(i128, i128)> {
+        let n: i128 = view.shape.iter().map(|&d| d as i128).product();
+        if n == 0 || n > 4096 {
+            return None;
+        }
+        let (mut lo, mut hi) = (i128::MAX, i128::MIN);
+        for k in 0..n {
+            let (mut rest, mut at) = (k, view.offset as i128);
+            for (&d, &st) in view.shape.iter().zip(&view.strides).rev() {
+                at += (rest % d as i128) * st as i128;
+                rest /= d as i128;
+            }
+            lo = lo.min(at);
+            hi = hi.max(at + itemsize as i128);
+        }
+        Some((lo, hi))
+    }
+
+    #[test]
+    fn mutated_handles_are_refused_or_inside_the_data() {
+        let seeds = [
+            named(view(8, &[3, 4], &[32, 8], None)),
+            named(view(72, &[3, 2], &[-16, 8], Some("[('', '|V8'), ('b', '<i8')]"))),
+            Handle {
+                segment: SegmentRef::Anonymous { pid: 4242, fd: 7, id: 99 },
+                view: view(0, &[5], &[16], Some("[('a', '<f4'), ('', '|V4'), ('c', '<i8')]")),
+                readonly: true,
+                host: host(),
+            },
+        ];
+        let (data_len, seg_itemsize) = (96u64, 8usize);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut accepted, mut refused) = (0, 0);
+        for _ in 0..50_000 {
+            let mut w = seeds[(rand() % 3) as usize].encode();
+            for _ in 0..1 + rand() % 3 {
+                let i = (rand() % w.len() as u64) as usize;
+                match rand() % 4 {
+                    0 => w[i] ^= 1 << (rand() % 8),
+                    1 => w[i] = rand() as u8,
+                    2 => w.truncate(i),
+                    _ => w.insert(i, rand() as u8),
+                }
+                if w.is_empty() {
+                    break;
+                }
+            }
+            match check_wire(&w, data_len, seg_itemsize) {
+                Ok((h, itemsize)) => {
+                    accepted += 1;
+                    assert!(itemsize > 0);
+                    if let Some((lo, hi)) = reach(&h.view, itemsize) {
+                        assert!(0 <= lo && hi <= data_len as i128, "{h:?} reaches {lo}..{hi}");
+                    } else if h.view.shape.contains(&0) {
+                        assert!((0..=data_len as i64).contains(&h.view.offset));
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(accepted > 100 && refused > 10_000, "{accepted} accepted, {refused} refused");
+    }
 }
