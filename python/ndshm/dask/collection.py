@@ -131,13 +131,15 @@ def to_dask(a: SharedArray, chunks: Any = "auto", *, name: str | None = None) ->
 
 
 def _may_overlap_itself(a: np.ndarray) -> bool:
-    """Whether two elements of `a` may share memory (an as_strided view):
-    unless every axis steps past all the axes with smaller steps."""
-    extent = a.dtype.itemsize
-    for n, step in sorted((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1):
-        if step < extent:
+    """Whether two elements of `a` may share memory (a broadcast or an
+    as_strided view). Taking the axes from the smallest step to the largest,
+    none can overlap if each step clears the bytes spanned by the axes
+    before it (as in every C, F, sliced, transposed or flipped view)."""
+    span = a.dtype.itemsize
+    for step, n in sorted((abs(s), n) for n, s in zip(a.shape, a.strides) if n > 1):
+        if step < span:
             return True
-        extent = step * n
+        span += step * (n - 1)
     return False
 
 
