@@ -20,8 +20,9 @@ import numpy as np
 from dask.base import tokenize
 
 from .. import hosts
-from ..arrays import SharedArray, _segment_of, empty_lazy, populate
+from ..arrays import SharedArray, empty_lazy, populate
 from ..hosts import ForeignHandle
+from ..sharing import require_shared
 
 __all__ = ["compute_into", "store", "to_dask"]
 
@@ -100,14 +101,6 @@ def _fetch(ref: Ref, index: Any) -> np.ndarray:
         return client.submit(_slice, ref, index, workers=owners, pure=False).result()
 
 
-def _shared(a: Any, what: str) -> SharedArray:
-    if not isinstance(a, np.ndarray) or _segment_of(a) is None:
-        raise TypeError(
-            f"{what} must be a shared array (ndshm.from_array(x) makes one), not {type(a).__name__}"
-        )
-    return a  # type: ignore[return-value]
-
-
 def _client() -> Any:
     """The distributed client in use, if any (never starts one)."""
     try:
@@ -119,9 +112,10 @@ def _client() -> Any:
 
 
 def to_dask(a: SharedArray, chunks: Any = "auto", *, name: str | None = None) -> da.Array:
-    """A dask array over the shared array `a`, whose graph holds `a`'s
-    handle, not its data. `chunks` as in ``dask.array.from_array``."""
-    a = _shared(a, "a")
+    """A dask array over the shared array `a` (or a plain view of one), whose
+    graph holds `a`'s handle, not its data. `chunks` as in
+    ``dask.array.from_array``."""
+    a = require_shared(a, "a", "ndshm.from_array(x) makes a shared copy")
     chunks = da.core.normalize_chunks(chunks, a.shape, dtype=a.dtype)
     name = name or f"ndshm-{tokenize(a, chunks)}"
     meta = np.empty((0,) * a.ndim, dtype=a.dtype)
@@ -268,8 +262,9 @@ def _last_ufunc(x: da.Array, out: np.ndarray) -> tuple[np.ufunc, list[da.Array]]
 
 
 def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: bool = False) -> SharedArray:
-    """Computes the dask array `x` into the shared array `out` (same shape)
-    and returns `out`.
+    """Computes the dask array `x` into the shared array `out` (same shape;
+    a plain view of shared memory works too) and returns `out` (as a
+    SharedArray).
 
     Chunks computed on this host's workers are written in place by those
     workers; chunks computed on other hosts come back as bytes and are
@@ -278,7 +273,7 @@ def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: boo
     every write holds ``out.lock``)."""
     if not isinstance(x, da.Array):
         raise TypeError(f"x must be a dask array, not {type(x).__name__}")
-    out = _shared(out, "out")
+    out = require_shared(out, "out")
     if any(np.isnan(c) for cs in x.chunks for c in cs):
         raise ValueError("x has chunks of unknown size: call x.compute_chunk_sizes() first")
     if x.shape != out.shape:
