@@ -131,13 +131,19 @@ def dumps(obj: Any, protocol: int = 5) -> bytes:
     t = type(obj)
     if t is range or (t is list and len(obj) <= _SHORT and _PLAIN.issuperset(map(type, obj))):
         return pickle.dumps(obj, protocol=protocol)
+    if protocol != 5:
+        raise ValueError("dumps pickles at protocol 5")
     buf = io.BytesIO()
-    pickler = pickle.Pickler(buf, protocol=protocol)
-    table = copyreg.dispatch_table.copy()
-    table[np.ndarray] = _ndarray_reducer(protocol)
-    pickler.dispatch_table = table
-    pickler.dump(obj)
+    _Pickler(buf, protocol=5).dump(obj)
     return buf.getvalue()
+
+
+class _Pickler(pickle.Pickler):
+    """pickle, with ndarrays that view shared memory as handles. The table
+    is consulted only for objects of types pickle has no fast path for, and
+    follows later registrations with copyreg."""
+
+    dispatch_table = ChainMap({np.ndarray: _ndarray_reducer(5)}, copyreg.dispatch_table)
 
 
 class _CloudPickler(cloudpickle.Pickler):
