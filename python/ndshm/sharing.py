@@ -122,14 +122,36 @@ def _ndarray_reducer(protocol: int) -> Callable[[np.ndarray], Any]:
 
 # Items of these types hold no array: a chunk of them is pickled as is.
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
-_SHORT = 64
+_SHORT = 64  # items checked at C speed
+_FEW = 8  # items checked one by one (tuples of plain items too: starmap's)
+
+
+def _holds_no_array(obj: Any) -> bool:
+    """Whether `obj` is a chunk that surely holds no array: a range, or a
+    short list of plain items (or, for a few, tuples of them). Such chunks,
+    the most common small ones, skip the pickler that looks for arrays."""
+    t = type(obj)
+    if t is range:
+        return True
+    if t is not list:
+        return False
+    if len(obj) > _FEW:
+        return len(obj) <= _SHORT and _PLAIN.issuperset(map(type, obj))
+    for x in obj:  # a loop: cheaper than building a set for a few items
+        tx = type(x)
+        if tx is tuple:
+            for y in x:
+                if type(y) not in _PLAIN:
+                    return False
+        elif tx not in _PLAIN:
+            return False
+    return True
 
 
 def dumps(obj: Any, protocol: int = 5) -> bytes:
     """``pickle.dumps(obj, protocol)``, with every ``numpy.ndarray`` that
     views shared memory pickled as its handle."""
-    t = type(obj)
-    if t is range or (t is list and len(obj) <= _SHORT and _PLAIN.issuperset(map(type, obj))):
+    if _holds_no_array(obj):
         return pickle.dumps(obj, protocol=protocol)
     if protocol != 5:
         raise ValueError("dumps pickles at protocol 5")
