@@ -52,7 +52,8 @@ __all__ = [
 def shared_view(arr: np.ndarray) -> SharedArray | None:
     """The same view of the same memory as `arr`, as a SharedArray (which
     pickles as a handle), or None if its memory is not inside a published
-    segment. Finding it sends nothing (no handoff is counted)."""
+    segment. Finding it sends nothing (no handoff is counted). Every
+    decision of this module about an array goes through here."""
     found = _native.view_of(arr)
     if found is None or not found[0].published:
         return None
