@@ -315,8 +315,13 @@ def test_pandas_and_xarray_through_a_process_pool():
     a = ndshm.from_array(np.random.default_rng(2).random((2000, 1000)))
     df = pd.DataFrame(a, copy=False)
     assert np.shares_memory(df.to_numpy(), a)
-    assert len(multiprocessing.reduction.ForkingPickler.dumps(df)) < 16 * HANDLE
+    data = multiprocessing.reduction.ForkingPickler.dumps(df)
+    assert len(data) < 16 * HANDLE
+    pickle.loads(data)  # settles the handoffs
     assert len(pickle.dumps(df)) > a.nbytes  # plain pickle: the data, as pandas does
+    data = sharing.dumps([df])  # as an ndshm.Pool item
+    assert len(data) < 16 * HANDLE
+    pd.testing.assert_frame_equal(pickle.loads(data)[0], df)
     by_column = pd.DataFrame({i: a[:, i] for i in range(8)}, copy=False)
     with concurrent.futures.ProcessPoolExecutor(2) as ex:
         values = ex.submit(frame_values, df).result()
