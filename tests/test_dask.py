@@ -500,10 +500,12 @@ def test_to_dask_refuses_bad_chunks_and_private_arrays():
         ndshm.dask.to_dask(a, chunks=((3, 3), (4,)))
     with pytest.raises(ValueError):
         ndshm.dask.to_dask(a, chunks=((5, 5, 1), (4,)))
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="from_array"):
         ndshm.dask.to_dask(np.zeros((10, 4)))
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="from_array"):
         ndshm.dask.to_dask(a + 1)  # arithmetic results are private
+    with pytest.raises(TypeError):
+        ndshm.dask.to_dask([1.0, 2.0])
 
 
 # --------------------------------------------------------------------------
@@ -625,7 +627,7 @@ def test_store_refuses_bad_outputs_before_any_work(client, xy):
         ndshm.dask.store(counted, readonly)
     assert (readonly == 7.0).all()
 
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match=r"ndshm\.empty"):
         ndshm.dask.store(counted, np.full((400, 300), 7.0))
     with pytest.raises(TypeError):
         ndshm.dask.store(np.asarray(x), ndshm.zeros((400, 300)))

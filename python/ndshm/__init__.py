@@ -6,7 +6,7 @@ concurrent.futures, joblib or tqdm at O(1) cost. ``ndshm.Pool`` runs
 work over them in parallel, dispatched through shared memory.
 """
 
-from . import _autoload
+from . import _autoload, sharing
 from .arrays import (
     SharedArray,
     attach,
@@ -25,6 +25,7 @@ from .segments import SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"
 
+sharing.install()
 _autoload.install()
 
 __all__ = [

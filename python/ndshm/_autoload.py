@@ -1,8 +1,10 @@
-"""Turns on ndshm's Dask integration whenever ``distributed`` is in use.
+"""Turns on ndshm's integrations with libraries when they are in use: Dask
+once ``distributed`` is imported, joblib's memmapping reducer once
+``joblib._memmapping_reducer`` is.
 
-If ``distributed`` is already imported when ndshm is, the registration runs
-at once; otherwise a finder on ``sys.meta_path`` waits for ``distributed``
-to be imported and runs it right after. Nothing of Dask is imported
+A library already imported when ndshm is gets its registration at once;
+otherwise a finder on ``sys.meta_path`` waits for it to be imported and runs
+the registration right after. Nothing of those libraries is imported
 otherwise.
 """
 
@@ -14,10 +16,8 @@ import sys
 import warnings
 from typing import Any
 
-_WATCHED = "distributed"
 
-
-def _register() -> None:
+def _register_dask(module: Any) -> None:
     try:
         from .dask.serialize import register
     except ImportError:  # dask.array missing: distributed without arrays
@@ -25,14 +25,25 @@ def _register() -> None:
     register()
 
 
+def _teach_joblib(module: Any) -> None:
+    from .sharing import teach_joblib
+
+    teach_joblib(module)
+
+
+# Module name -> what runs once it is imported.
+_WATCHED = {"distributed": _register_dask, "joblib._memmapping_reducer": _teach_joblib}
+_pending = set(_WATCHED)
+
+
 class _AfterImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; wraps the loader of ``distributed`` so that
+    """Finds nothing itself; wraps the loader of a watched module so that
     ndshm's registration runs once it is loaded."""
 
     def find_spec(
         self, fullname: str, path: Any, target: Any = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if fullname != _WATCHED:
+        if fullname not in _pending:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
@@ -42,7 +53,8 @@ class _AfterImport(importlib.abc.MetaPathFinder):
                 break
         else:
             return None
-        _uninstall()
+        _done(fullname)
+        register = _WATCHED[fullname]
         loader = spec.loader
         exec_module = getattr(loader, "exec_module", None)
         if exec_module is None:
@@ -51,9 +63,9 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         def exec_then_register(module: Any) -> None:
             exec_module(module)
             try:
-                _register()
-            except Exception as e:  # never break the user's import of distributed
-                warnings.warn(f"ndshm: could not register with distributed: {e!r}", stacklevel=2)
+                register(module)
+            except Exception as e:  # never break the user's import of the library
+                warnings.warn(f"ndshm: could not register with {fullname}: {e!r}", stacklevel=2)
 
         loader.exec_module = exec_then_register  # type: ignore[union-attr]
         return spec
@@ -62,14 +74,19 @@ class _AfterImport(importlib.abc.MetaPathFinder):
 _finder = _AfterImport()
 
 
-def _uninstall() -> None:
-    if _finder in sys.meta_path:
+def _done(name: str) -> None:
+    _pending.discard(name)
+    if not _pending and _finder in sys.meta_path:
         sys.meta_path.remove(_finder)
 
 
 def install() -> None:
-    """Registers now if ``distributed`` is loaded, else once it is."""
-    if _WATCHED in sys.modules:
-        _register()
-    elif _finder not in sys.meta_path:
+    """Registers now with the watched libraries already loaded, and with
+    the others once they are."""
+    for name, register in _WATCHED.items():
+        module = sys.modules.get(name)
+        if module is not None and name in _pending:
+            _done(name)
+            register(module)
+    if _pending and _finder not in sys.meta_path:
         sys.meta_path.insert(0, _finder)

@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
 
-import cloudpickle
 import numpy as np
 
-from . import _native, _worker
+from . import _native, _worker, sharing
 from .arrays import SharedArray, empty, empty_lazy, from_array
 from .blocks import BlockRunner, normalize_chunks
 from .handles import segment_of as _segment_of
@@ -123,7 +122,7 @@ def _describe(fn: Any) -> str:
 
 def _pack_fn(kind: int, fn: Any, limit: int) -> bytes:
     try:
-        return _worker.pack((kind, fn), limit, dumps=cloudpickle.dumps)
+        return _worker.pack((kind, fn), limit, dumps=sharing.dumps_function)
     except Exception as e:
         raise TypeError(f"cannot send the function {_describe(fn)} to the workers: {e}") from e
 
@@ -131,7 +130,7 @@ def _pack_fn(kind: int, fn: Any, limit: int) -> bytes:
 def _pack_chunks(chunks: list[tuple[int, Any]], limit: int) -> list[tuple[int, int, bytes]]:
     """``(tag, count, payload)`` of each ``(tag, chunk)``."""
     try:
-        packed = [(tag, len(c), pickle.dumps(c, protocol=5)) for tag, c in chunks]
+        packed = [(tag, len(c), sharing.dumps(c)) for tag, c in chunks]
     except Exception:
         for tag, c in chunks:
             try:
@@ -732,7 +731,7 @@ class Pool(Executor):
         """Runs ``fn(*args, **kwargs)`` in a worker; returns its Future."""
         self._check_open()
         try:
-            data = _worker.pack((fn, args, kwargs), self._max_input, dumps=cloudpickle.dumps)
+            data = _worker.pack((fn, args, kwargs), self._max_input, dumps=sharing.dumps_function)
         except Exception as e:
             raise TypeError(f"cannot send {_describe(fn)} and its arguments to the workers: {e}") from e
         fut = _PoolFuture(self, _describe(fn))
@@ -826,8 +825,9 @@ class Pool(Executor):
 def _share(a: Any) -> np.ndarray:
     """`a` as a shared array (or view of one): shared arrays as they are,
     others copied once; broadcast axes are not materialized."""
-    if isinstance(a, np.ndarray) and _segment_of(a) is not None:
-        return a
+    shared = sharing.shared_view(a) if isinstance(a, np.ndarray) else None
+    if shared is not None:
+        return shared
     a = np.asarray(a)
     if a.dtype.hasobject:
         raise TypeError("map_blocks inputs cannot hold Python objects (dtype object)")
@@ -855,10 +855,7 @@ def _plan_blocks(fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any) -> t
         # writes: in parallel, and not first zeroed here.
         out = empty_lazy(shape, want)
     else:
-        if not isinstance(out, np.ndarray) or _segment_of(out) is None:
-            raise ValueError(
-                "out must be a shared array (ndshm.empty, ndshm.zeros, ...) so workers can write it"
-            )
+        out = sharing.require_shared(out, "out")
         if out.shape != shape:
             raise ValueError(f"out has shape {out.shape}, the broadcast inputs {shape}")
         if dtype is not None and out.dtype != want:

@@ -23,6 +23,7 @@ from .. import hosts
 from ..arrays import SharedArray, empty_lazy, populate
 from ..handles import segment_of as _segment_of
 from ..hosts import ForeignHandle
+from ..sharing import require_shared
 
 __all__ = ["compute_into", "store", "to_dask"]
 
@@ -101,14 +102,6 @@ def _fetch(ref: Ref, index: Any) -> np.ndarray:
         return client.submit(_slice, ref, index, workers=owners, pure=False).result()
 
 
-def _shared(a: Any, what: str) -> SharedArray:
-    if not isinstance(a, np.ndarray) or _segment_of(a) is None:
-        raise TypeError(
-            f"{what} must be a shared array (ndshm.from_array(x) makes one), not {type(a).__name__}"
-        )
-    return a  # type: ignore[return-value]
-
-
 def _client() -> Any:
     """The distributed client in use, if any (never starts one)."""
     try:
@@ -120,9 +113,10 @@ def _client() -> Any:
 
 
 def to_dask(a: SharedArray, chunks: Any = "auto", *, name: str | None = None) -> da.Array:
-    """A dask array over the shared array `a`, whose graph holds `a`'s
-    handle, not its data. `chunks` as in ``dask.array.from_array``."""
-    a = _shared(a, "a")
+    """A dask array over the shared array `a` (or a plain view of one), whose
+    graph holds `a`'s handle, not its data. `chunks` as in
+    ``dask.array.from_array``."""
+    a = require_shared(a, "a", "ndshm.from_array(x) makes a shared copy")
     chunks = da.core.normalize_chunks(chunks, a.shape, dtype=a.dtype)
     name = name or f"ndshm-{tokenize(a, chunks)}"
     meta = np.empty((0,) * a.ndim, dtype=a.dtype)
@@ -132,13 +126,15 @@ def to_dask(a: SharedArray, chunks: Any = "auto", *, name: str | None = None) ->
 
 
 def _may_overlap_itself(a: np.ndarray) -> bool:
-    """Whether two elements of `a` may share memory (an as_strided view):
-    unless every axis steps past all the axes with smaller steps."""
-    extent = a.dtype.itemsize
-    for n, step in sorted((n, abs(s)) for n, s in zip(a.shape, a.strides) if n > 1):
-        if step < extent:
+    """Whether two elements of `a` may share memory (a broadcast or an
+    as_strided view). Taking the axes from the smallest step to the largest,
+    none can overlap if each step clears the bytes spanned by the axes
+    before it (as in every C, F, sliced, transposed or flipped view)."""
+    span = a.dtype.itemsize
+    for step, n in sorted((abs(s), n) for n, s in zip(a.shape, a.strides) if n > 1):
+        if step < span:
             return True
-        extent = step * n
+        span += step * (n - 1)
     return False
 
 
@@ -267,8 +263,9 @@ def _last_ufunc(x: da.Array, out: np.ndarray) -> tuple[np.ufunc, list[da.Array]]
 
 
 def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: bool = False) -> SharedArray:
-    """Computes the dask array `x` into the shared array `out` (same shape)
-    and returns `out`.
+    """Computes the dask array `x` into the shared array `out` (same shape;
+    a plain view of shared memory works too) and returns `out` (as a
+    SharedArray).
 
     Chunks computed on this host's workers are written in place by those
     workers; chunks computed on other hosts come back as bytes and are
@@ -277,7 +274,7 @@ def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: boo
     every write holds ``out.lock``)."""
     if not isinstance(x, da.Array):
         raise TypeError(f"x must be a dask array, not {type(x).__name__}")
-    out = _shared(out, "out")
+    out = require_shared(out, "out")
     if any(np.isnan(c) for cs in x.chunks for c in cs):
         raise ValueError("x has chunks of unknown size: call x.compute_chunk_sizes() first")
     if x.shape != out.shape:

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..arrays import SharedArray, populate
 from ..blocks import BlockRunner, _auto
+from ..sharing import as_shared
 
 __all__ = ["map_blocks_on", "map_on"]
 
@@ -61,7 +62,7 @@ def map_on(client: Any, fn: Callable, iterable: Iterable, chunksize: int | None,
     _check_client(client)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
-    items = list(iterable)
+    items = [as_shared(x) for x in iterable]  # plain views of shared memory go as handles
     if not items:
         return []
     if chunksize is None:
