@@ -19,7 +19,7 @@ import pytest
 
 import ndshm
 from ndshm import sharing
-from ndshm.arrays import _segment_of
+from ndshm.handles import segment_of
 from ndshm.pool import _plan_blocks
 
 ROWS, COLS = 8, 65_536  # 4 MiB of float64: a copy would be obvious
@@ -28,7 +28,7 @@ HANDLE = 1024
 
 def plain(a: np.ndarray) -> np.ndarray:
     v = np.asarray(a)
-    assert type(v) is np.ndarray and _segment_of(v) is not None
+    assert type(v) is np.ndarray and segment_of(v) is not None
     return v
 
 
@@ -84,7 +84,7 @@ def xarray_values(x):
 
 def test_shared_view_is_the_same_view_and_counts_no_handoff():
     a = ndshm.from_array(np.arange(48.0).reshape(4, 12))
-    seg = _segment_of(a)
+    seg = segment_of(a)
     for v in (plain(a), plain(a)[1:, ::-3], plain(a).T, np.broadcast_to(plain(a)[:1], (5, 12))):
         sv = sharing.shared_view(v)
         assert isinstance(sv, ndshm.SharedArray)
@@ -103,7 +103,7 @@ def test_shared_view_is_the_same_view_and_counts_no_handoff():
 
 def test_ndshm_picklers_send_plain_views_as_handles():
     a = ndshm.zeros((ROWS, COLS))
-    seg = _segment_of(a)
+    seg = segment_of(a)
     items = [plain(a)[0], (plain(a)[1:3, ::2], 7), {"x": plain(a).T}]
     data = sharing.dumps(items)
     assert len(data) < 3 * HANDLE

@@ -21,7 +21,6 @@ from dask.base import tokenize
 
 from .. import hosts
 from ..arrays import SharedArray, empty_lazy, populate
-from ..handles import segment_of as _segment_of
 from ..hosts import ForeignHandle
 from ..sharing import require_shared
 
