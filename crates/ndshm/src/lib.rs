@@ -19,6 +19,7 @@
 //! ```
 
 pub mod cache;
+mod claim;
 pub mod directory;
 pub mod dispatch;
 pub mod dtype;

@@ -6,7 +6,7 @@
 
 use crate::error::{is_no_space, Result, SegmentError};
 use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
-use crate::{handoff, headers, huge, memory, name, populate, process, tmpfs};
+use crate::{claim, handoff, headers, huge, memory, name, populate, process, tmpfs};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::collections::HashMap;
@@ -243,40 +243,83 @@ impl Segment {
             }
         }
         let total = format::segment_len(data_len);
+        let (pid, start) = process::current();
+        let control = Control {
+            version: FORMAT_VERSION,
+            ready: 0,
+            flags: if seg_name.is_none() { flags::ANONYMOUS } else { 0 },
+            data_len,
+            id: random_id(),
+            owner_pid: pid,
+            owner_start: start,
+            created_ns: now_ns(),
+            header_hash: format::header_hash(&header_page),
+        };
+        let control_page = control.encode();
         let mut in_tmpfs = false;
-        let (file, creating_path) = match seg_name {
+        // A named segment is made under a private name and moved to its own
+        // once sized, with its pages written and its creator's lock held
+        // (see `claim`): nobody ever sees a half-written file under the name.
+        let (file, private, creating_path) = match seg_name {
             Some(n) => {
                 let path = name::path_of(n);
-                let fd = rustix::fs::open(
-                    &path,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
-                    Mode::RUSR | Mode::WUSR,
-                )
-                .map_err(|e| SegmentError::from_named_io(n, "cannot create", e.into()))?;
-                // Held until publish: attachers wait on it, gc leaves it alone.
-                rustix::fs::flock(&fd, FlockOperation::LockExclusive)
-                    .map_err(|e| SegmentError::io("flock", e.into()))?;
-                (File::from(fd), Some(path))
+                // Fails early, before anything is spent; the move into
+                // place below is what decides.
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    return Err(SegmentError::Exists(n.to_string()));
+                }
+                let dir = path.parent().map_or_else(name::dir, std::path::Path::to_path_buf);
+                let claim::Private { file, path: private } = claim::private_file(&dir, control.id)
+                    .map_err(|e| SegmentError::from_named_io(n, "cannot create", e))?;
+                (file, Some(private), Some(path))
             }
             None => match huge::wants_private_tmpfs(total as usize).then(tmpfs::create_file).flatten() {
                 Some(file) => {
                     in_tmpfs = true;
-                    (file, None)
+                    (file, None, None)
                 }
                 None => {
                     let fd = rustix::fs::memfd_create(
                         "ndshm",
                         rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
                     )
-                    .map_err(|e| SegmentError::io("memfd_create", e.into()))?;
-                    (File::from(fd), None)
+                    .map_err(|e| no_room_or_io(e.into(), "make a memory file"))?;
+                    (File::from(fd), None, None)
                 }
             },
         };
+        // Sized, sealed, and with its header and control page (ready = 0)
+        // written: what a file must be before it takes a segment's name.
+        let prepare = || -> Result<()> {
+            file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
+            file.write_all_at(&header_page[..], 0).map_err(|e| no_room_or_io(e, "write the header"))?;
+            file.write_all_at(&control_page[..], total - PAGE as u64)
+                .map_err(|e| no_room_or_io(e, "write the control page"))?;
+            if creating_path.is_none() && !in_tmpfs {
+                // Nobody may shrink or grow a memfd under its mappings.
+                let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
+                rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
+            }
+            Ok(())
+        };
+        let prepared = prepare();
+        if let (Some(p), Some(path), Some(n)) = (&private, &creating_path, seg_name) {
+            match prepared {
+                Ok(()) => {
+                    claim::move_into_place(p, path).map_err(|e| SegmentError::from_named_io(n, "cannot create", e))?
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(p);
+                    return Err(e);
+                }
+            }
+        } else {
+            prepared?;
+        }
         // From here on, a failure must remove the file: nothing half-made stays.
         let cleanup = |e: SegmentError| {
             if let Some(p) = &creating_path {
-                let _ = std::fs::remove_file(p);
+                remove_if_ours(p, &file);
             }
             e
         };
@@ -285,19 +328,14 @@ impl Segment {
                 Some(p) => memory::check_named(p.parent().unwrap_or(&name::dir()), total)?,
                 None => memory::check_anonymous(total)?,
             }
-            file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
-            if creating_path.is_none() && !in_tmpfs {
-                // Nobody may shrink or grow a memfd under its mappings.
-                let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
-                rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
-            }
-            let m = map(&file, total, true).map_err(|e| SegmentError::io("mmap", e))?;
+            let m = map(&file, total, true).map_err(|e| no_room_or_io(e, "map the segment"))?;
             // A file in the private tmpfs gets huge pages by its mount's option.
             let huge = in_tmpfs || want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
             if huge {
                 // SAFETY: the whole mapping.
                 unsafe { huge::advise(m.as_mut_ptr(), total as usize) };
             }
+            // Every way of reserving below keeps the bytes already written.
             let filled = match src {
                 // SAFETY (both): `m` maps the whole file writable; the caller
                 // vouches for the source.
@@ -318,28 +356,6 @@ impl Segment {
             Ok(m)
         };
         let map = reserve().map_err(cleanup)?;
-        let (pid, start) = process::current();
-        let control = Control {
-            version: FORMAT_VERSION,
-            ready: 0,
-            flags: if seg_name.is_none() { flags::ANONYMOUS } else { 0 },
-            data_len,
-            id: random_id(),
-            owner_pid: pid,
-            owner_start: start,
-            created_ns: now_ns(),
-            header_hash: format::header_hash(&header_page),
-        };
-        let control_page = control.encode();
-        // SAFETY: the mapping is `total` bytes, at least two pages, and the
-        // control page offset is `total - PAGE`; nobody else can reach the
-        // segment yet (anonymous, or named and not ready).
-        unsafe {
-            std::ptr::copy_nonoverlapping(header_page.as_ptr(), map.as_mut_ptr(), PAGE);
-            let c = map.as_mut_ptr().add(total as usize - PAGE);
-            // The ready word is in the page; it is still 0 here.
-            std::ptr::copy_nonoverlapping(control_page.as_ptr(), c, PAGE);
-        }
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
@@ -435,33 +451,33 @@ impl Segment {
         let mut pause = Duration::from_micros(200);
         loop {
             let (file, writable) = open_named(&path, seg_name, readonly)?;
-            match Self::attach_file(file, writable, readonly, Some(seg_name)) {
+            let file = match Self::attach_file(file, writable, readonly, Some(seg_name)) {
                 Ok(seg) => return Ok(seg),
-                Err((file, err)) => {
-                    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-                        return Err(not_a_segment(seg_name, "not a regular file"));
-                    }
-                    // Still being created? The creator holds the flock.
-                    let busy = matches!(
-                        rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared),
-                        Err(e) if e == rustix::io::Errno::WOULDBLOCK
-                    );
-                    if !busy {
-                        return Err(match err {
-                            SegmentError::Invalid { source: FormatError::NotReady, .. } => SegmentError::Invalid {
-                                what: format!("segment {seg_name:?}"),
-                                source: FormatError::NotReady,
-                            },
-                            e => e,
-                        });
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(SegmentError::Busy(seg_name.to_string()));
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
+                Err((file, _)) if !file.metadata().is_ok_and(|m| m.file_type().is_file()) => {
+                    return Err(not_a_segment(seg_name, "not a regular file"))
                 }
+                Err((file, _)) if claim::creator_at_work(&file) => file,
+                // No creator holds it (any more), so it changes no more: what
+                // it is now is the answer, not what it was a moment ago.
+                Err((file, _)) => {
+                    return match Self::attach_file(file, writable, readonly, Some(seg_name)) {
+                        Ok(seg) => Ok(seg),
+                        Err((file, _)) if !claim::still_named(&path, &file) => {
+                            Err(SegmentError::NotFound(seg_name.to_string()))
+                        }
+                        Err((_, SegmentError::Invalid { source: FormatError::NotReady, .. })) => {
+                            Err(SegmentError::Invalid { what: format!("segment {seg_name:?}"), source: FormatError::NotReady })
+                        }
+                        Err((_, e)) => Err(e),
+                    };
+                }
+            };
+            drop(file);
+            if Instant::now() >= deadline {
+                return Err(SegmentError::Busy(seg_name.to_string()));
             }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 
