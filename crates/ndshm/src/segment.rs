@@ -24,6 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// still creating.
 const CREATION_WAIT: Duration = Duration::from_secs(10);
 
+// The control words `Segment::word` is asked for: aligned, inside the page.
+const _: () = assert!(ctl::READY % 4 == 0 && ctl::READY + 4 <= PAGE && ctl::PENDING % 4 == 0 && ctl::PENDING + 4 <= PAGE);
+
 /// A mapped segment. Cheap to clone; the mapping lives until the last clone
 /// (and every view derived from it) is gone.
 ///
@@ -680,7 +683,9 @@ impl Segment {
     /// Stores to it fault on a mapping that is not [`control_writable`].
     ///
     /// [`control_writable`]: Segment::control_writable
-    pub fn word(&self, off: usize) -> &AtomicU32 {
+    pub(crate) fn word(&self, off: usize) -> &AtomicU32 {
+        // Unreachable: the crate passes only `ctl::READY` and `ctl::PENDING`,
+        // which a const assertion (under `CREATION_WAIT`) keeps in bounds.
         assert!(off % 4 == 0 && off + 4 <= PAGE, "control word offset {off}");
         // SAFETY: in bounds and aligned (page-aligned base, off % 4 == 0);
         // AtomicU32 has the layout of u32 and is meant to be shared; the
