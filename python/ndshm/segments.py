@@ -10,8 +10,9 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from . import _native
+from ._native import AbandonedSegment, CorruptSegment
 
-__all__ = ["SegmentInfo", "delete", "exists", "gc", "info", "list"]
+__all__ = ["AbandonedSegment", "CorruptSegment", "SegmentInfo", "delete", "exists", "gc", "info", "list"]
 
 _list = list
 

@@ -49,9 +49,8 @@ def look(kind: str, seg_name: str | None, nbytes: int) -> None:
         del a
     except FileNotFoundError:
         counts[f"{kind}: FileNotFoundError"] += 1
-    except ValueError as e:
-        clear = "not ready" in str(e)
-        counts[f"{kind}: ValueError, not ready" if clear else f"BAD {kind}: ValueError {e}"] += 1
+    except ndshm.AbandonedSegment:
+        counts[f"{kind}: AbandonedSegment"] += 1
     except BaseException as e:
         counts[f"BAD {kind}: {type(e).__name__} {e}"] += 1
     try:

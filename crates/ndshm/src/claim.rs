@@ -32,7 +32,11 @@ pub(crate) struct Private {
 pub(crate) fn private_file(dir: &Path, random: u64) -> io::Result<Private> {
     let (pid, start) = process::current();
     let path = dir.join(format!("{}{PRIVATE}{pid}-{start}-{random:016x}", crate::name::PREFIX));
-    let fd = rustix::fs::open(&path, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC, Mode::RUSR | Mode::WUSR)?;
+    let fd = rustix::fs::open(
+        &path,
+        OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
     let file = File::from(fd);
     // A fresh inode: nobody else can hold its lock, so this never waits.
     if let Err(e) = rustix::fs::flock(&file, FlockOperation::LockExclusive) {

@@ -255,9 +255,20 @@ mod tests {
 
     #[test]
     fn malformed_descrs() {
-        for bad in
-            ["'<f3'", "'<i'", "'|f8'", "'<M8[n s]'", "'<M8[xyz]'", "'<m8[1000000000000s]'", "'<M8[s1]'", "3", "[]", "[('a',)]", "[('a', '<f8', -1)]", "'S99999999999999'"]
-        {
+        for bad in [
+            "'<f3'",
+            "'<i'",
+            "'|f8'",
+            "'<M8[n s]'",
+            "'<M8[xyz]'",
+            "'<m8[1000000000000s]'",
+            "'<M8[s1]'",
+            "3",
+            "[]",
+            "[('a',)]",
+            "[('a', '<f8', -1)]",
+            "'S99999999999999'",
+        ] {
             assert!(matches!(DType::parse(bad), Err(DTypeError::Malformed(_))), "{bad} accepted");
         }
     }

@@ -203,9 +203,9 @@ impl LockWords {
             timed_out = matches!(r, Err(e) if e == rustix::io::Errno::TIMEDOUT);
         }
         // Off the count, unless it was started again meanwhile (`repair_sleepers`).
-        let _ = self.sleepers.fetch_update(SeqCst, SeqCst, |w| {
-            (w >> EPOCH_SHIFT == epoch && w & SLEEPERS != 0).then(|| w - 1)
-        });
+        let _ = self
+            .sleepers
+            .fetch_update(SeqCst, SeqCst, |w| (w >> EPOCH_SHIFT == epoch && w & SLEEPERS != 0).then(|| w - 1));
         timed_out
     }
 

@@ -4,7 +4,7 @@
 //! A process maps each segment at most once per access mode: segments are
 //! kept in a registry by id, and a second attach returns the same mapping.
 
-use crate::error::{is_no_space, Result, SegmentError};
+use crate::error::{is_no_space, AttachError, CreateError, Result, SegmentError};
 use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
 use crate::{claim, handoff, headers, huge, memory, name, populate, process, tmpfs};
 use memmap2::{MmapOptions, MmapRaw};
@@ -25,7 +25,8 @@ use std::time::{Duration, Instant, SystemTime};
 const CREATION_WAIT: Duration = Duration::from_secs(10);
 
 // The control words `Segment::word` is asked for: aligned, inside the page.
-const _: () = assert!(ctl::READY % 4 == 0 && ctl::READY + 4 <= PAGE && ctl::PENDING % 4 == 0 && ctl::PENDING + 4 <= PAGE);
+const _: () =
+    assert!(ctl::READY % 4 == 0 && ctl::READY + 4 <= PAGE && ctl::PENDING % 4 == 0 && ctl::PENDING + 4 <= PAGE);
 
 /// A mapped segment. Cheap to clone; the mapping lives until the last clone
 /// (and every view derived from it) is gone.
@@ -183,14 +184,44 @@ fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
     }
 }
 
+/// A segment this process created and has not published: nobody else can
+/// attach it yet. Fill it (it derefs to the [`Segment`]), then
+/// [`publish`](Created::publish) it; dropping it unpublished removes it.
+pub struct Created(Segment);
+
+impl std::ops::Deref for Created {
+    type Target = Segment;
+    fn deref(&self) -> &Segment {
+        &self.0
+    }
+}
+
+impl Created {
+    /// Makes the segment visible: sets the ready word (last, with release
+    /// order) and lets waiting attachers in.
+    pub fn publish(self) -> Segment {
+        self.0.publish_now();
+        self.0.clone()
+    }
+
+    /// Gives the segment up: a named one loses its name at once (if the
+    /// name is still this segment's).
+    pub fn abandon(self) {}
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        self.0.abandon_now();
+    }
+}
+
 impl Segment {
     /// Creates a segment for `header`, named or anonymous, with all its
-    /// memory reserved and zeroed. Nobody can attach it until [`publish`].
-    ///
-    /// [`publish`]: Segment::publish
-    pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Segment> {
+    /// memory reserved and zeroed. Nobody can attach it until it is
+    /// published ([`Created::publish`]).
+    pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Created, CreateError> {
         // SAFETY: no source.
-        unsafe { Self::create_inner(header, seg_name, None, false) }
+        unsafe { Self::create_inner(header, seg_name, None, false) }.map(Created).map_err(CreateError::from)
     }
 
     /// An anonymous segment whose data pages are not allocated yet: there
@@ -199,9 +230,9 @@ impl Segment {
     /// allocates it or fails with `NoMemory` (never a SIGBUS on the write).
     /// For results that several processes fill in parallel: each allocates
     /// its own part.
-    pub fn create_lazy(header: &Header) -> Result<Segment> {
+    pub fn create_lazy(header: &Header) -> Result<Created, CreateError> {
         // SAFETY: no source.
-        unsafe { Self::create_inner(header, None, None, true) }
+        unsafe { Self::create_inner(header, None, None, true) }.map(Created).map_err(CreateError::from)
     }
 
     /// Like [`create`](Segment::create), with the data copied from `src`,
@@ -214,9 +245,16 @@ impl Segment {
         seg_name: Option<&str>,
         src: *const u8,
         src_len: usize,
-    ) -> Result<Segment> {
+    ) -> Result<Created, CreateError> {
+        if let Ok(expected) = header.data_len() {
+            if src_len as u64 != expected {
+                return Err(CreateError::SourceLength { given: src_len, expected });
+            }
+        }
         // SAFETY: forwarded from the caller.
         unsafe { Self::create_inner(header, seg_name, Some((src, src_len)), false) }
+            .map(Created)
+            .map_err(CreateError::from)
     }
 
     unsafe fn create_inner(
@@ -240,11 +278,6 @@ impl Segment {
         let header_page = header.encode().map_err(refused)?;
         let data_len =
             header.data_len().map_err(|source| SegmentError::Invalid { what: "the requested array".into(), source })?;
-        if let Some((_, n)) = src {
-            if n as u64 != data_len {
-                return Err(SegmentError::Mismatch(format!("{n} source bytes for an array of {data_len} bytes")));
-            }
-        }
         let total = format::segment_len(data_len);
         let (pid, start) = process::current();
         let control = Control {
@@ -385,23 +418,20 @@ impl Segment {
         })
     }
 
-    /// Makes a created segment visible: sets the ready word (last, with
-    /// release order) and lets waiting attachers in.
-    pub fn publish(&self) -> Result<()> {
+    /// See [`Created::publish`].
+    fn publish_now(&self) {
         if self.inner.published.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return;
         }
         self.word(ctl::READY).store(READY, Ordering::Release);
         if let Some(f) = self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = rustix::fs::flock(f, FlockOperation::Unlock);
         }
         registry_put(self);
-        Ok(())
     }
 
-    /// Gives up a created segment before `publish`: a named one loses its
-    /// name at once (if the name is still this segment's).
-    pub fn abandon(&self) {
+    /// See [`Created::abandon`]; nothing once published.
+    fn abandon_now(&self) {
         if self.is_published() {
             return;
         }
@@ -447,8 +477,11 @@ impl Segment {
     }
 
     /// Attaches the named segment `seg_name`, read-only if asked.
-    pub fn attach(seg_name: &str, readonly: bool) -> Result<Segment> {
-        name::validate(seg_name)?;
+    pub fn attach(seg_name: &str, readonly: bool) -> Result<Segment, AttachError> {
+        name::validate(seg_name).map_err(|e| match e {
+            SegmentError::InvalidName { name, why } => AttachError::InvalidName { name, why },
+            e => attach_fault(seg_name, e),
+        })?;
         let path = name::path_of(seg_name);
         let deadline = Instant::now() + CREATION_WAIT;
         let mut pause = Duration::from_micros(200);
@@ -457,7 +490,7 @@ impl Segment {
             let file = match Self::attach_file(file, writable, readonly, Some(seg_name)) {
                 Ok(seg) => return Ok(seg),
                 Err((file, _)) if !file.metadata().is_ok_and(|m| m.file_type().is_file()) => {
-                    return Err(not_a_segment(seg_name, "not a regular file"))
+                    return Err(AttachError::NotAFile { name: seg_name.into(), why: "not a regular file" })
                 }
                 Err((file, _)) if claim::creator_at_work(&file) => file,
                 // No creator holds it (any more), so it changes no more: what
@@ -466,18 +499,15 @@ impl Segment {
                     return match Self::attach_file(file, writable, readonly, Some(seg_name)) {
                         Ok(seg) => Ok(seg),
                         Err((file, _)) if !claim::still_named(&path, &file) => {
-                            Err(SegmentError::NotFound(seg_name.to_string()))
+                            Err(AttachError::NotFound(seg_name.to_string()))
                         }
-                        Err((_, SegmentError::Invalid { source: FormatError::NotReady, .. })) => {
-                            Err(SegmentError::Invalid { what: format!("segment {seg_name:?}"), source: FormatError::NotReady })
-                        }
-                        Err((_, e)) => Err(e),
+                        Err((_, e)) => Err(attach_fault(seg_name, e)),
                     };
                 }
             };
             drop(file);
             if Instant::now() >= deadline {
-                return Err(SegmentError::Busy(seg_name.to_string()));
+                return Err(AttachError::Busy(seg_name.to_string()));
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(20));
@@ -578,7 +608,7 @@ impl Segment {
         }
         let map = match map(&file, len, writable) {
             Ok(m) => m,
-            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
+            Err(e) => return Err((file, no_room_or_io(e, &format!("map {}", what())))),
         };
         if want_huge(len as usize, seg_name.map(|_| name::dir()).as_deref()) {
             // SAFETY: the whole mapping.
@@ -823,30 +853,47 @@ fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
 
 /// Opens a named segment file: the file, and whether it was
 /// opened for writing.
-fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, bool)> {
+fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, bool), AttachError> {
     let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
     let rw = rustix::fs::open(path, base | OFlags::RDWR, Mode::empty());
+    let cannot_open =
+        |e: rustix::io::Errno| attach_fault(seg_name, SegmentError::from_named_io(seg_name, "cannot open", e.into()));
     let (fd, writable) = match rw {
         Ok(fd) => (fd, true),
         // A read-only attach needs only read permission.
         Err(e) if readonly && e == rustix::io::Errno::ACCESS => {
-            let fd = rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty())
-                .map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e.into()))?;
-            (fd, false)
+            (rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty()).map_err(cannot_open)?, false)
         }
         Err(e) if e == rustix::io::Errno::LOOP => {
-            return Err(not_a_segment(seg_name, "a symbolic link"));
+            return Err(AttachError::NotAFile { name: seg_name.into(), why: "a symbolic link" });
         }
-        Err(e) if is_not_regular(e) => return Err(not_a_segment(seg_name, "not a regular file")),
-        Err(e) => return Err(SegmentError::from_named_io(seg_name, "cannot open", e.into())),
+        Err(e) if is_not_regular(e) => {
+            return Err(AttachError::NotAFile { name: seg_name.into(), why: "not a regular file" })
+        }
+        Err(e) => return Err(cannot_open(e)),
     };
     // Whether it is a regular file is asked only if it fails to validate
     // (see `validate_file`): a sound segment costs no fstat.
     Ok((File::from(fd), writable))
 }
 
-fn not_a_segment(seg_name: &str, what: &str) -> SegmentError {
-    SegmentError::Mismatch(format!("segment {seg_name:?} is not a valid ndshm segment: it is {what}"))
+/// What a fault met while attaching the name `seg_name` means for the caller.
+fn attach_fault(seg_name: &str, e: SegmentError) -> AttachError {
+    let name = seg_name.to_string();
+    match e {
+        // Asked only once no creator holds the file: it died before publishing.
+        SegmentError::Invalid { source: FormatError::NotReady, .. } => AttachError::Abandoned(name),
+        SegmentError::Invalid { source, .. } => AttachError::Corrupt { name, source },
+        // The one mismatch `attach_file` finds for a name.
+        SegmentError::Mismatch(_) => AttachError::WrongKind(name),
+        SegmentError::NotFound(_) => AttachError::NotFound(name),
+        SegmentError::Permission(m) => AttachError::Permission(m),
+        SegmentError::NoMemory(m) => AttachError::NoMemory(m),
+        SegmentError::Io { context, source } => AttachError::Io { context, source },
+        e => {
+            AttachError::Io { context: format!("attach segment {seg_name:?}"), source: io::Error::other(e.to_string()) }
+        }
+    }
 }
 
 /// Errors of `open` that mean "this is no regular file".

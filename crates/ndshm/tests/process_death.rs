@@ -4,7 +4,7 @@
 //! `child` selected and `NDSHM_DEATH_ROLE` set; it is killed by its pid.
 
 use ndshm::lock::Outcome;
-use ndshm::{DType, Header, Segment, SegmentError, Status};
+use ndshm::{AttachError, DType, Header, Segment, SegmentError, Status};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,15 +96,14 @@ fn child() {
             loop {
                 let seg = Segment::create(&header(n), Some(name)).unwrap();
                 seg.write_from(&data).unwrap();
-                seg.publish().unwrap();
-                drop(seg);
+                drop(seg.publish());
                 ndshm::delete(name).unwrap();
             }
         }
         "send" => {
             let seg = Segment::create(&header(1000), None).unwrap();
             seg.write_from(&(0..1000u64).collect::<Vec<_>>()).unwrap();
-            seg.publish().unwrap();
+            let seg = seg.publish();
             seg.note_sent();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&seg.fd().unwrap());
             let keeper = ndshm::handoff::at_exit().unwrap();
@@ -118,8 +117,7 @@ fn child() {
 #[test]
 fn a_lock_holder_killed_is_taken_over() {
     let name = unique("hold");
-    let seg = Segment::create(&header(1), Some(&name)).unwrap();
-    seg.publish().unwrap();
+    let seg = Segment::create(&header(1), Some(&name)).unwrap().publish();
     let mut kid = Kid::spawn("hold", &name);
     kid.ready();
     assert!(seg.lock().unwrap().is_locked());
@@ -132,8 +130,7 @@ fn a_lock_holder_killed_is_taken_over() {
 #[test]
 fn a_waiter_killed_asleep_leaves_no_sleeper_behind() {
     let name = unique("wait");
-    let seg = Segment::create(&header(1), Some(&name)).unwrap();
-    seg.publish().unwrap();
+    let seg = Segment::create(&header(1), Some(&name)).unwrap().publish();
     let lock = seg.lock().unwrap();
     assert!(lock.lock(None).acquired());
     let mut kid = Kid::spawn("wait", &name);
@@ -188,8 +185,8 @@ fn a_creator_killed_before_publishing_leaves_what_gc_removes() {
     kid.kill();
     assert_eq!(ndshm::info(&name).unwrap().status, Status::Abandoned);
     match Segment::attach(&name, false) {
-        Err(SegmentError::Invalid { source: ndshm::FormatError::NotReady, .. }) => {}
-        other => panic!("expected a not-ready error, got {:?}", other.map(|s| s.id())),
+        Err(AttachError::Abandoned(_)) => {}
+        other => panic!("expected an abandoned segment, got {:?}", other.map(|s| s.id())),
     }
     assert_eq!(ndshm::gc().unwrap(), vec![name.clone()]);
     assert!(!ndshm::exists(&name).unwrap());
@@ -223,11 +220,11 @@ fn creators_killed_anywhere_leave_only_documented_states() {
         kid.kill();
         match Segment::attach(&name, true) {
             Ok(seg) => {
-                assert_eq!(seg.to_array::<u64>().unwrap().iter().copied().eq(0..n as u64), true);
+                assert!(seg.to_array::<u64>().unwrap().iter().copied().eq(0..n as u64), "incomplete data");
                 *seen.entry("attached").or_default() += 1;
             }
-            Err(SegmentError::NotFound(_)) => *seen.entry("not found").or_default() += 1,
-            Err(SegmentError::Invalid { source: ndshm::FormatError::NotReady, .. }) => {
+            Err(AttachError::NotFound(_)) => *seen.entry("not found").or_default() += 1,
+            Err(AttachError::Abandoned(_)) => {
                 assert_eq!(ndshm::info(&name).unwrap().status, Status::Abandoned);
                 *seen.entry("abandoned").or_default() += 1;
             }
