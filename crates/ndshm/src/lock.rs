@@ -486,13 +486,13 @@ mod tests {
         // Held by another thread for a moment: the spin outlasts it.
         let a2 = a.clone();
         let (tx, rx) = std::sync::mpsc::channel();
+        w.unlock().unwrap();
         let holder = std::thread::spawn(move || {
             assert!(a2.words().try_lock());
             tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(2));
             a2.words().unlock().unwrap();
         });
-        w.unlock().unwrap();
         rx.recv().unwrap();
         assert!(w.try_lock_spinning(u32::MAX));
         holder.join().unwrap();
