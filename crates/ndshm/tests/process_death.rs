@@ -16,10 +16,27 @@ fn header(n: usize) -> Header {
     Header { dtype: DType::from_typestr("<u8").unwrap(), shape: vec![n], fortran_order: false }
 }
 
-fn unique(tag: &str) -> String {
+/// A unique segment name, deleted (if it still exists) when dropped, so a
+/// failing test leaves nothing behind.
+struct Name(String);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        let _ = ndshm::delete(&self.0);
+    }
+}
+
+fn unique(tag: &str) -> Name {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("rd-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    Name(format!("rd-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// A child running `role` with `arg`, and its stdout.
@@ -188,7 +205,7 @@ fn a_creator_killed_before_publishing_leaves_what_gc_removes() {
         Err(AttachError::Abandoned(_)) => {}
         other => panic!("expected an abandoned segment, got {:?}", other.map(|s| s.id())),
     }
-    assert_eq!(ndshm::gc().unwrap(), vec![name.clone()]);
+    assert_eq!(ndshm::gc().unwrap(), vec![name.0.clone()]);
     assert!(!ndshm::exists(&name).unwrap());
 }
 
@@ -210,7 +227,7 @@ fn creators_killed_anywhere_leave_only_documented_states() {
         // Small, and huge-page sized (reserved by threads where allowed).
         let n = if i % 2 == 0 { 512 } else { (4 << 20) / 8 };
         let name = unique("loop");
-        let mut kid = Kid::spawn("create-loop", &format!("{name}:{n}"));
+        let mut kid = Kid::spawn("create-loop", &format!("{}:{n}", name.0));
         kid.ready();
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -232,7 +249,7 @@ fn creators_killed_anywhere_leave_only_documented_states() {
         }
         ndshm::gc().unwrap();
         if let Ok(e) = ndshm::info(&name) {
-            assert_eq!(e.status, Status::Ready, "gc left {name} {:?}", e.status);
+            assert_eq!(e.status, Status::Ready, "gc left {} {:?}", name.0, e.status);
             ndshm::delete(&name).unwrap();
         }
         assert_eq!(leftovers(&name, pid), Vec::<String>::new());
