@@ -21,7 +21,7 @@ from .blocks import blocks
 from .hosts import ForeignHandle
 from .locks import Lock, LockOwnerDied, RWLock
 from .pool import Pool, RemoteTraceback, WorkerDied, map, map_blocks
-from .segments import SegmentInfo, delete, exists, gc, info, list
+from .segments import AbandonedSegment, CorruptSegment, SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,8 @@ sharing.install()
 _autoload.install()
 
 __all__ = [
+    "AbandonedSegment",
+    "CorruptSegment",
     "ForeignHandle",
     "Lock",
     "LockOwnerDied",

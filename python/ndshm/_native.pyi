@@ -11,7 +11,9 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_NAME_LEN",
     "PAGE",
+    "AbandonedSegment",
     "Board",
+    "CorruptSegment",
     "ForeignHandle",
     "Lock",
     "LockOwnerDied",
@@ -87,6 +89,8 @@ class Segment:
     def array(self, cls: type[_A], dtype: np.dtype[Any]) -> _A: ...
 
 class LockOwnerDied(RuntimeWarning): ...
+class CorruptSegment(ValueError): ...
+class AbandonedSegment(ValueError): ...
 
 @disjoint_base
 class Lock:

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from . import _native, handles
+from ._native import AbandonedSegment, CorruptSegment
 
-__all__ = ["SegmentInfo", "delete", "exists", "gc", "info", "list"]
+__all__ = ["AbandonedSegment", "CorruptSegment", "SegmentInfo", "delete", "exists", "gc", "info", "list"]
 
 _list = list
 

@@ -10,8 +10,8 @@ mod handle;
 mod lock;
 mod view;
 
-use errors::{seg_err, view_err};
-use ndshm::{DType, Header, Segment};
+use errors::{attach_err, create_err, seg_err, view_err};
+use ndshm::{Created, DType, Header, Segment};
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
@@ -27,11 +27,21 @@ pub struct PySegment {
     pub(crate) seg: Segment,
     /// The dtype object, made on first use (see `handle::segment_dtype`).
     pub(crate) dtype: pyo3::sync::PyOnceLock<Py<numpy::PyArrayDescr>>,
+    /// A segment made here, until it is published or abandoned.
+    created: std::sync::Mutex<Option<Created>>,
 }
 
 impl PySegment {
     pub(crate) fn new(seg: Segment) -> Self {
-        PySegment { seg, dtype: pyo3::sync::PyOnceLock::new() }
+        PySegment { seg, dtype: pyo3::sync::PyOnceLock::new(), created: std::sync::Mutex::new(None) }
+    }
+
+    fn unpublished(c: Created) -> Self {
+        PySegment { seg: (*c).clone(), dtype: pyo3::sync::PyOnceLock::new(), created: std::sync::Mutex::new(Some(c)) }
+    }
+
+    fn take_created(&self) -> Option<Created> {
+        self.created.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -138,14 +148,19 @@ impl PySegment {
         self.seg.pending()
     }
 
-    /// Makes a created segment visible to other processes.
-    fn publish(&self) -> PyResult<()> {
-        self.seg.publish().map_err(seg_err)
+    /// Makes a created segment visible to other processes (nothing if it
+    /// is already).
+    fn publish(&self) {
+        if let Some(c) = self.take_created() {
+            c.publish();
+        }
     }
 
     /// Gives up an unpublished segment (a named one loses its name now).
     fn abandon(&self) {
-        self.seg.abandon()
+        if let Some(c) = self.take_created() {
+            c.abandon();
+        }
     }
 
     unsafe fn __getbuffer__(slf: Bound<'_, Self>, view: *mut ffi::Py_buffer, flags: c_int) -> PyResult<()> {
@@ -208,7 +223,7 @@ fn create(
             let text = dtype.cast::<pyo3::types::PyString>().map_err(|_| {
                 pyo3::exceptions::PyTypeError::new_err("dtype must be a numpy.dtype or a .npy description")
             })?;
-            (DType::parse(text.to_str()?).map_err(|e| seg_err(e.into()))?, None)
+            (DType::parse(text.to_str()?).map_err(|e| create_err(e.into()))?, None)
         }
     };
     let h = Header { dtype: descr, shape, fortran_order };
@@ -231,8 +246,8 @@ fn create(
             r
         }
     }
-    .map_err(seg_err)?;
-    let seg = PySegment::new(seg);
+    .map_err(create_err)?;
+    let seg = PySegment::unpublished(seg);
     if let Some(d) = given {
         let _ = seg.dtype.set(py, d.unbind());
     }
@@ -243,7 +258,7 @@ fn create(
 #[pyfunction]
 #[pyo3(signature = (name, readonly=false))]
 fn attach<'py>(py: Python<'py>, name: &str, readonly: bool) -> PyResult<Bound<'py, PyAny>> {
-    let seg = py.detach(|| Segment::attach(name, readonly)).map_err(seg_err)?;
+    let seg = py.detach(|| Segment::attach(name, readonly)).map_err(attach_err)?;
     handle::whole_array(&Bound::new(py, PySegment::new(seg))?)
 }
 
@@ -373,6 +388,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dispatch::PyParent>()?;
     m.add_class::<dispatch::PyWorker>()?;
     m.add("LockOwnerDied", m.py().get_type::<lock::LockOwnerDied>())?;
+    m.add("CorruptSegment", m.py().get_type::<errors::CorruptSegment>())?;
+    m.add("AbandonedSegment", m.py().get_type::<errors::AbandonedSegment>())?;
     m.add_function(wrap_pyfunction!(create, m)?)?;
     m.add_function(wrap_pyfunction!(attach, m)?)?;
     m.add_function(wrap_pyfunction!(lookup, m)?)?;

@@ -32,8 +32,11 @@ pub struct PyLock {
 }
 
 impl PyLock {
-    fn words(&self) -> &LockWords {
-        self.seg.lock().expect("checked writable at construction")
+    /// The lock's words. `new` refuses a segment without them, so the
+    /// error is never seen; it keeps a mistake there from being a panic.
+    #[inline]
+    fn words(&self) -> PyResult<&LockWords> {
+        self.seg.lock().ok_or_else(no_lock_words)
     }
 
     /// `acquire(blocking, timeout)`: False if `timeout` seconds pass first
@@ -42,7 +45,7 @@ impl PyLock {
     #[inline]
     fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = parse_timeout(blocking, timeout)?;
-        let words = self.words();
+        let words = self.words()?;
         if words.try_lock() {
             return Ok(true);
         }
@@ -51,7 +54,7 @@ impl PyLock {
 
     #[cold]
     fn acquire_slow(&self, py: Python<'_>, timeout: Option<Duration>) -> PyResult<bool> {
-        let words = self.words();
+        let words = self.words()?;
         // Python code holds a lock for a few hundred ns: a short spin
         // first (with the GIL) spares a release and re-take of the GIL.
         if timeout != Some(Duration::ZERO) && words.try_lock_spinning(GIL_SPINS) {
@@ -66,7 +69,7 @@ impl PyLock {
     /// Releases an exclusive hold of this thread (RuntimeError otherwise).
     #[inline]
     fn release(&self) -> PyResult<()> {
-        self.words().unlock().map_err(lock_err)
+        self.words()?.unlock().map_err(lock_err)
     }
 }
 
@@ -93,7 +96,7 @@ fn warn_died(py: Python<'_>, tid: u32, what: &str) -> PyResult<()> {
     let msg = CString::new(format!(
         "ndshm lock: the {what} holder (thread {tid}) died while holding the lock; it has been taken over"
     ))
-    .expect("no NUL");
+    .map_err(|e| PyValueError::new_err(e.to_string()))?;
     PyErr::warn(py, &py.get_type::<LockOwnerDied>(), &msg, 1)
 }
 
@@ -120,9 +123,7 @@ impl PyLock {
     fn new(segment: &Bound<'_, PySegment>) -> PyResult<Self> {
         let seg = segment.get().seg.clone();
         if seg.lock().is_none() {
-            return Err(PyPermissionError::new_err(
-                "this segment's lock cannot be used: the segment is attached without write permission",
-            ));
+            return Err(no_lock_words());
         }
         Ok(PyLock { seg })
     }
@@ -138,7 +139,7 @@ impl PyLock {
     #[pyo3(signature = (timeout=None))]
     fn acquire_read(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<usize>> {
         let timeout = parse_timeout(true, timeout)?;
-        let words = self.words();
+        let words = self.words()?;
         match wait(py, timeout, |slice| words.lock_shared(Some(slice)))? {
             Outcome::Acquired(slot) => Ok(Some(slot)),
             Outcome::OwnerDied(slot, tid) => warn_died(py, tid, "previous").map(|_| Some(slot)),
@@ -148,18 +149,18 @@ impl PyLock {
 
     /// Releases the shared hold in `slot` (RuntimeError if not this thread's).
     fn release_read(&self, slot: usize) -> PyResult<()> {
-        self.words().unlock_shared(slot).map_err(lock_err)
+        self.words()?.unlock_shared(slot).map_err(lock_err)
     }
 
     /// Whether the lock is held exclusively (by anyone).
-    fn locked(&self) -> bool {
-        self.words().is_locked()
+    fn locked(&self) -> PyResult<bool> {
+        Ok(self.words()?.is_locked())
     }
 
     /// Threads holding the lock shared now.
     #[getter]
-    fn readers(&self) -> usize {
-        self.words().readers()
+    fn readers(&self) -> PyResult<usize> {
+        Ok(self.words()?.readers())
     }
 }
 
@@ -226,7 +227,8 @@ mod cmethods {
             // announce; the result is a new reference or NULL with an error.
             let descr =
                 unsafe { Bound::from_owned_ptr_or_err(ty.py(), ffi::PyDescr_NewMethod(ty.as_type_ptr(), def)) }?;
-            ty.setattr(PyString::new(ty.py(), name.to_str().expect("ASCII")), descr)?;
+            let name = name.to_str().map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+            ty.setattr(PyString::new(ty.py(), name), descr)?;
         }
         Ok(())
     }
@@ -305,7 +307,7 @@ mod cmethods {
             run(slf, |py, this| {
                 if nargs == 0 && kwnames.is_null() {
                     // The hot path: blocking, no timeout to check.
-                    if this.words().try_lock() {
+                    if this.words()?.try_lock() {
                         return Ok(new_bool(py, true));
                     }
                     return this.acquire_slow(py, None).map(|ok| new_bool(py, ok));
@@ -400,27 +402,32 @@ mod cmethods {
                 let Some(i) = names.iter().position(|n| *n == name) else {
                     return Err(type_error(format!("got an unexpected keyword argument '{name}'")));
                 };
+                // `i` is a position in `names`, which is as long as `out`.
                 if out[i].is_some() {
                     return Err(type_error(format!("got multiple values for argument '{name}'")));
                 }
                 out[i] = Some(arg(nargs + k));
             }
         }
-        let missing: Vec<&str> = (0..required).filter(|&i| out[i].is_none()).map(|i| names[i]).collect();
-        if !missing.is_empty() {
+        let missing: Vec<&str> =
+            out.iter().zip(names).take(required).filter(|(o, _)| o.is_none()).map(|(_, n)| n).collect();
+        if let Some((last, init)) = missing.split_last() {
             let n = missing.len();
-            let list = match &missing[..] {
-                [a] => format!("'{a}'"),
-                [a, b] => format!("'{a}' and '{b}'"),
-                [init @ .., last] => {
+            let list = match init {
+                [] => format!("'{last}'"),
+                [a] => format!("'{a}' and '{last}'"),
+                init => {
                     let init: Vec<String> = init.iter().map(|a| format!("'{a}'")).collect();
                     format!("{}, and '{last}'", init.join(", "))
                 }
-                [] => unreachable!(),
             };
             let s = if n == 1 { "" } else { "s" };
             return Err(type_error(format!("missing {n} required positional argument{s}: {list}")));
         }
         Ok(out)
     }
+}
+
+fn no_lock_words() -> PyErr {
+    PyPermissionError::new_err("this segment's lock cannot be used: the segment is attached without write permission")
 }

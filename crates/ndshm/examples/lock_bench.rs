@@ -86,9 +86,7 @@ fn ns_per(elapsed: Duration, n: u64) -> f64 {
 
 fn new_segment() -> Res<Segment> {
     let header = Header { dtype: DType::from_typestr("<u8")?, shape: vec![WORDS], fortran_order: false };
-    let seg = Segment::create(&header, None)?;
-    seg.publish()?;
-    Ok(seg)
+    Ok(Segment::create(&header, None)?.publish())
 }
 
 /// `counter += 1` under the lock, `n` times (a plain read then write: the

@@ -3,8 +3,8 @@
 
 use crate::error::{Result, SegmentError};
 use crate::format::{self, flags, Control, FormatError, Header, PAGE, READY};
-use crate::{name, process};
-use rustix::fs::{FlockOperation, Mode, OFlags};
+use crate::{claim, name, process};
+use rustix::fs::{Mode, OFlags};
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::time::{Duration, SystemTime};
@@ -36,8 +36,9 @@ pub struct Entry {
     pub owner_alive: bool,
 }
 
-/// A file under the prefix younger than this is left alone by `gc` even if
-/// empty: its creator may be between `open` and `flock`.
+/// An empty file under the prefix younger than this is left alone by `gc`
+/// (ndshm no longer leaves empty files under a name: see `claim`; earlier
+/// versions did, between their `open` and `flock`).
 const GRACE: Duration = Duration::from_secs(2);
 
 fn read_page(f: &File, off: u64) -> Option<Box<[u8; PAGE]>> {
@@ -46,32 +47,34 @@ fn read_page(f: &File, off: u64) -> Option<Box<[u8; PAGE]>> {
     Some(p)
 }
 
-fn creator_busy(f: &File) -> bool {
-    match rustix::fs::flock(f, FlockOperation::NonBlockingLockShared) {
-        Ok(()) => {
-            let _ = rustix::fs::flock(f, FlockOperation::Unlock);
-            false
-        }
-        Err(_) => true,
-    }
+/// Why a file under the prefix cannot be inspected.
+enum Unreadable {
+    /// There is no such file (any more).
+    Gone(std::io::Error),
+    /// It is no regular file: why.
+    Foreign(String),
 }
 
 /// Opens a file under the prefix for inspection: never follows a symlink,
 /// never blocks (a FIFO), and refuses anything but a regular file.
-fn open_regular(path: &std::path::Path) -> std::result::Result<File, String> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+fn open_regular(path: &std::path::Path) -> std::result::Result<File, Unreadable> {
+    let gone_or = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::NotFound => Unreadable::Gone(e),
+        _ => Unreadable::Foreign(e.to_string()),
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(gone_or)?;
     if meta.file_type().is_symlink() {
-        return Err("a symbolic link".into());
+        return Err(Unreadable::Foreign("a symbolic link".into()));
     }
     if !meta.file_type().is_file() {
-        return Err("not a regular file".into());
+        return Err(Unreadable::Foreign("not a regular file".into()));
     }
     let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
-    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| e.to_string())?;
+    let fd = rustix::fs::open(path, flags, Mode::empty()).map_err(|e| gone_or(e.into()))?;
     let f = File::from(fd);
     match f.metadata() {
         Ok(m) if m.file_type().is_file() => Ok(f),
-        _ => Err("not a regular file".into()),
+        _ => Err(Unreadable::Foreign("not a regular file".into())),
     }
 }
 
@@ -86,38 +89,73 @@ fn corrupt(seg_name: &str, why: String, file_len: u64) -> Entry {
     }
 }
 
-/// Reads the named segment `seg_name` without mapping it.
+/// What the pages of a segment file say.
+enum Found {
+    Ready,
+    NotReady,
+    Corrupt(String),
+}
+
+/// What one read of a segment file found: what its pages say, their
+/// decoded parts, its size.
+struct Look {
+    found: Found,
+    header: Option<Header>,
+    control: Option<Control>,
+    len: u64,
+}
+
+fn look(f: &File) -> Result<Look> {
+    let len = f.metadata().map_err(|e| SegmentError::io("fstat", e))?.len();
+    let header_page = read_page(f, 0);
+    let control_page = if len >= 2 * PAGE as u64 { read_page(f, len - PAGE as u64) } else { None };
+    let control = control_page.as_deref().and_then(|p| Control::decode(p).ok());
+    let header = header_page.as_deref().and_then(|p| Header::decode(p).ok());
+    let found = match (&header_page, &control_page) {
+        (Some(h), Some(c)) => match format::validate(len, h, c) {
+            Ok((_, c)) if c.flags & flags::ANONYMOUS != 0 => {
+                Found::Corrupt("a named file flagged as an anonymous segment".into())
+            }
+            Ok(_) => Found::Ready,
+            Err(FormatError::NotReady) => Found::NotReady,
+            Err(e) => Found::Corrupt(e.to_string()),
+        },
+        _ => Found::Corrupt(FormatError::BadLength { len }.to_string()),
+    };
+    Ok(Look { found, header, control, len })
+}
+
+/// Reads the named segment `seg_name` without mapping it. The status was
+/// true at some instant of the call.
 pub fn info(seg_name: &str) -> Result<Entry> {
     name::validate(seg_name)?;
     let path = name::path_of(seg_name);
-    if let Err(e) = std::fs::symlink_metadata(&path) {
-        return Err(SegmentError::from_named_io(seg_name, "cannot open", e));
-    }
     let f = match open_regular(&path) {
         Ok(f) => f,
-        Err(why) => return Ok(corrupt(seg_name, why, 0)),
+        Err(Unreadable::Gone(e)) => return Err(SegmentError::from_named_io(seg_name, "cannot open", e)),
+        Err(Unreadable::Foreign(why)) => return Ok(corrupt(seg_name, why, 0)),
     };
-    let meta = f.metadata().map_err(|e| SegmentError::io("fstat", e))?;
-    let len = meta.len();
-    let header_page = read_page(&f, 0);
-    let control_page = if len >= 2 * PAGE as u64 { read_page(&f, len - PAGE as u64) } else { None };
-    let control = control_page.as_deref().and_then(|p| Control::decode(p).ok());
-    let header = header_page.as_deref().and_then(|p| Header::decode(p).ok());
-    let owner_alive = control.as_ref().is_some_and(|c| process::is_alive(c.owner_pid, c.owner_start));
-    let status = match (&header_page, &control_page) {
-        (Some(h), Some(c)) => match format::validate(len, h, c) {
-            Ok((_, c)) if c.flags & flags::ANONYMOUS != 0 => {
-                Status::Corrupt("a named file flagged as an anonymous segment".into())
-            }
-            Ok(_) => Status::Ready,
-            Err(FormatError::NotReady) if creator_busy(&f) => Status::Creating,
-            Err(FormatError::NotReady) => Status::Abandoned,
-            Err(e) => Status::Corrupt(e.to_string()),
-        },
-        _ if creator_busy(&f) => Status::Creating,
-        _ => Status::Corrupt(FormatError::BadLength { len }.to_string()),
+    let mut l = look(&f)?;
+    let status = if matches!(l.found, Found::Ready) {
+        Status::Ready
+    } else if claim::creator_at_work(&f) {
+        // Locked by its creator: not published yet, whatever the pages said.
+        Status::Creating
+    } else {
+        // Nobody works on it now, so it changes no more: look again, and
+        // answer for that moment (it may have been published meanwhile).
+        l = look(&f)?;
+        if !claim::still_named(&path, &f) {
+            return Err(SegmentError::NotFound(seg_name.to_string()));
+        }
+        match l.found {
+            Found::Ready => Status::Ready,
+            Found::NotReady => Status::Abandoned,
+            Found::Corrupt(why) => Status::Corrupt(why),
+        }
     };
-    Ok(Entry { name: seg_name.to_string(), status, header, control, file_len: len, owner_alive })
+    let owner_alive = l.control.as_ref().is_some_and(|c| process::is_alive(c.owner_pid, c.owner_start));
+    Ok(Entry { name: seg_name.to_string(), status, header: l.header, control: l.control, file_len: l.len, owner_alive })
 }
 
 /// Names of every file under the prefix that holds a valid-looking name.
@@ -160,17 +198,18 @@ pub fn delete(seg_name: &str) -> Result<()> {
 }
 
 /// Removes what dead processes left behind: segments whose creator died
-/// before publishing them (and empty files under the prefix from a creator
-/// killed right after `open`). Complete named segments are never removed:
-/// they live until deleted. Returns the names removed.
+/// before publishing them, the private files of creators that died before
+/// naming them, and empty files under the prefix older than `GRACE`.
+/// Complete named segments, and anything a live creator holds, are never
+/// removed. Returns the segment names removed.
 pub fn gc() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for n in names()? {
         let path = name::path_of(&n);
         let Ok(f) = open_regular(&path) else { continue };
-        // Holding the exclusive lock means no creator is at work, and none
-        // can start on this file while we look.
-        if rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
+        // A creator at work holds its lock; creators only ever lock files
+        // of their own, before these take a name (see `claim`).
+        if claim::creator_at_work(&f) {
             continue;
         }
         let Ok(meta) = f.metadata() else { continue };
@@ -187,9 +226,25 @@ pub fn gc() -> Result<Vec<String>> {
             len == 0 && age >= GRACE.as_secs() as i64
         };
         // Unlink only if the name still points at the file we checked.
-        let same = std::fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev());
-        if abandoned && same && std::fs::remove_file(&path).is_ok() {
+        if abandoned && claim::still_named(&path, &f) && std::fs::remove_file(&path).is_ok() {
             removed.push(n);
+        }
+    }
+    // Private files of creators that died before giving them a name.
+    let dir = name::dir();
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let file_name = e.file_name();
+            let Some(file_name) = file_name.to_str() else { continue };
+            if claim::private_name_is_orphan(file_name) != Some(true) {
+                continue;
+            }
+            let path = dir.join(file_name);
+            if let Ok(f) = open_regular(&path) {
+                if !claim::creator_at_work(&f) && claim::still_named(&path, &f) {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
         }
     }
     Ok(removed)

@@ -1057,8 +1057,7 @@ mod tests {
     use std::sync::Arc;
 
     fn board(geo: Geometry) -> Arc<Board> {
-        let seg = Segment::create(&Board::header(&geo).unwrap(), None).unwrap();
-        seg.publish().unwrap();
+        let seg = Segment::create(&Board::header(&geo).unwrap(), None).unwrap().publish();
         Arc::new(Board::init(seg, geo).unwrap())
     }
 
@@ -1225,7 +1224,7 @@ mod tests {
         assert!(b.segment().held_by_creator(), "this process made it and holds it");
         let again = Board::open(b.segment().clone()).unwrap();
         assert_eq!(again.geometry(), small());
-        let plain = Segment::create(&Board::header(&small()).unwrap(), None).unwrap();
+        let plain = Segment::create(&Board::header(&small()).unwrap(), None).unwrap().publish();
         assert!(matches!(Board::open(plain), Err(DispatchError::BadBoard(_))));
         assert!(Geometry { capacity: 6, ..small() }.check().is_err());
     }

@@ -169,8 +169,13 @@ fn typestr_itemsize(s: &str) -> Result<u64, DTypeError> {
         'M' | 'm' => {
             if let Some(u) = unit {
                 let inner = u.strip_prefix('[').and_then(|u| u.strip_suffix(']'));
-                let ok = inner
-                    .is_some_and(|u| !u.is_empty() && u.len() <= 16 && u.bytes().all(|c| c.is_ascii_alphanumeric()));
+                // numpy's units, with an optional multiplier (a C int there).
+                let ok = inner.is_some_and(|u| {
+                    let digits = u.bytes().take_while(u8::is_ascii_digit).count();
+                    const UNITS: [&str; 14] =
+                        ["Y", "M", "W", "D", "h", "m", "s", "ms", "us", "ns", "ps", "fs", "as", "generic"];
+                    digits <= 9 && UNITS.contains(&&u[digits..]) && (digits == 0 || &u[digits..] != "generic")
+                });
                 if !ok {
                     return Err(malformed(format!("bad datetime unit in {s:?}")));
                 }
@@ -255,9 +260,20 @@ mod tests {
 
     #[test]
     fn malformed_descrs() {
-        for bad in
-            ["'<f3'", "'<i'", "'|f8'", "'<M8[n s]'", "3", "[]", "[('a',)]", "[('a', '<f8', -1)]", "'S99999999999999'"]
-        {
+        for bad in [
+            "'<f3'",
+            "'<i'",
+            "'|f8'",
+            "'<M8[n s]'",
+            "'<M8[xyz]'",
+            "'<m8[1000000000000s]'",
+            "'<M8[s1]'",
+            "3",
+            "[]",
+            "[('a',)]",
+            "[('a', '<f8', -1)]",
+            "'S99999999999999'",
+        ] {
             assert!(matches!(DType::parse(bad), Err(DTypeError::Malformed(_))), "{bad} accepted");
         }
     }

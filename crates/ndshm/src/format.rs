@@ -260,12 +260,14 @@ pub struct Control {
     pub header_hash: u64,
 }
 
+// The offsets are the `ctl` constants, all inside the page: the 0 for an
+// offset past its end is never seen.
 fn u32_at(p: &[u8; PAGE], off: usize) -> u32 {
-    u32::from_ne_bytes(p[off..off + 4].try_into().expect("4 bytes"))
+    p.get(off..).and_then(<[u8]>::first_chunk).map_or(0, |b| u32::from_ne_bytes(*b))
 }
 
 fn u64_at(p: &[u8; PAGE], off: usize) -> u64 {
-    u64::from_ne_bytes(p[off..off + 8].try_into().expect("8 bytes"))
+    p.get(off..).and_then(<[u8]>::first_chunk).map_or(0, |b| u64::from_ne_bytes(*b))
 }
 
 impl Control {
@@ -401,6 +403,15 @@ mod tests {
             assert_eq!(page[PAGE - 1], b'\n');
             assert_eq!(Header::decode(&page).unwrap(), h);
         }
+    }
+
+    #[test]
+    fn a_checksummed_header_with_a_unit_numpy_lacks_is_refused() {
+        let (mut hp, mut cp, len) = pages(&header("'<M8[ns]'", &[10], false));
+        let at = hp.windows(6).position(|w| w == b"M8[ns]").unwrap();
+        hp[at..at + 6].copy_from_slice(b"M8[xy]");
+        cp[ctl::HEADER_HASH..ctl::HEADER_HASH + 8].copy_from_slice(&header_hash(&hp).to_ne_bytes());
+        assert!(matches!(validate(len, &hp, &cp), Err(FormatError::DType(crate::DTypeError::Malformed(_)))));
     }
 
     #[test]

@@ -72,7 +72,10 @@ pub enum HandleError {
     /// Opening the sender's segment was refused by the operating system.
     #[error("cannot open the array held by process {pid}: {why}")]
     Permission { pid: u32, why: String },
-    /// Attaching the segment failed (not found, corrupt, no permission, ...).
+    /// Attaching the named segment failed (not found, corrupt, abandoned, ...).
+    #[error(transparent)]
+    Attach(#[from] crate::AttachError),
+    /// Mapping the segment failed.
     #[error(transparent)]
     Segment(#[from] crate::SegmentError),
 }

@@ -11,7 +11,7 @@
 //! let header = Header { dtype: DType::from_typestr("<f8")?, shape: vec![3, 4], fortran_order: false };
 //! let seg = Segment::create(&header, Some("example"))?;
 //! seg.write_from(&[1.0f64; 12])?;
-//! seg.publish()?;
+//! let seg = seg.publish();
 //! let again = Segment::attach("example", true)?;
 //! assert_eq!(again.to_array::<f64>()?.sum(), 12.0);
 //! ndshm::delete("example")?;
@@ -19,6 +19,7 @@
 //! ```
 
 pub mod cache;
+mod claim;
 pub mod directory;
 pub mod dispatch;
 pub mod dtype;
@@ -44,9 +45,9 @@ pub mod view;
 
 pub use directory::{delete, exists, gc, info, list, Entry, Status};
 pub use dtype::{DType, DTypeError, Element};
-pub use error::SegmentError;
+pub use error::{AttachError, CreateError, SegmentError};
 pub use format::{FormatError, Header};
 pub use handle::{Handle, HandleError, SegmentRef, View};
 pub use lock::{LockError, LockWords, Outcome};
-pub use segment::{Info, Segment};
+pub use segment::{Created, Info, Segment};
 pub use view::{check_view, ViewError};

@@ -68,12 +68,15 @@ impl Parser<'_> {
         match self.peek() {
             Some(b'\'') | Some(b'"') => self.string().map(Literal::Str),
             Some(b'(') => {
-                let (items, trailing_comma) = self.seq(b')', depth)?;
+                let (mut items, trailing_comma) = self.seq(b')', depth)?;
                 // `(x)` is just x in Python; only `(x,)` is a one-tuple.
-                if items.len() == 1 && !trailing_comma {
-                    Ok(items.into_iter().next().expect("one item"))
-                } else {
-                    Ok(Literal::Tuple(items))
+                match items.pop() {
+                    Some(x) if items.is_empty() && !trailing_comma => Ok(x),
+                    Some(x) => {
+                        items.push(x);
+                        Ok(Literal::Tuple(items))
+                    }
+                    None => Ok(Literal::Tuple(items)),
                 }
             }
             Some(b'[') => Ok(Literal::List(self.seq(b']', depth)?.0)),

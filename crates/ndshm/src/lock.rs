@@ -6,7 +6,8 @@
 //! ```text
 //! 0    owner   u64  thread id of the exclusive holder (0: none)
 //! 8    seq     u32  futex word: bumped on every release
-//! 12   sleepers u32 threads asleep on `seq` (releases skip the wake if 0)
+//! 12   sleepers u32 threads asleep on `seq` (low 16 bits; releases skip the
+//!                   wake if 0) and an epoch (high 16 bits, see `repair_sleepers`)
 //! 16   queued  u64  thread id of one waiting writer: new readers hold back
 //! 64   readers [u64; 32]  thread ids of shared holders, one slot each
 //! ```
@@ -33,6 +34,9 @@ pub const LOCK_BYTES: usize = 64 + READER_SLOTS * 8;
 pub const CHECK: Duration = Duration::from_millis(100);
 /// Rounds of spinning before sleeping.
 const SPIN: u32 = 200;
+/// The count in the `sleepers` word; the bits above it are its epoch.
+const SLEEPERS: u32 = 0xffff;
+const EPOCH_SHIFT: u32 = 16;
 
 /// Misuse of a lock.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -152,7 +156,7 @@ impl LockWords {
     /// see them here or they see the release (both sides are SeqCst).
     #[inline]
     fn wake(&self) {
-        if self.sleepers.load(SeqCst) > 0 {
+        if self.sleepers.load(SeqCst) & SLEEPERS != 0 {
             self.wake_sleepers();
         }
     }
@@ -160,20 +164,48 @@ impl LockWords {
     #[cold]
     fn wake_sleepers(&self) {
         self.seq.fetch_add(1, SeqCst);
-        let _ = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+        let woke = rustix::thread::futex::wake(&self.seq, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+        if woke == Ok(0) {
+            self.repair_sleepers();
+        }
+    }
+
+    /// After a wake that found nobody asleep although the count said some
+    /// were: the count may include waiters killed in their sleep, which
+    /// never take themselves off. Anyone counted is either dead or not yet
+    /// in its futex wait, and the latter sees `seq` moved and does not
+    /// sleep on the old value. So the count can start again from 0 in a new
+    /// epoch; those counted in the old one do not take themselves off the
+    /// new count. (If a sleeper registers meanwhile, the exchange fails and
+    /// a later release tries again.)
+    #[cold]
+    fn repair_sleepers(&self) {
+        let w = self.sleepers.load(SeqCst);
+        if w & SLEEPERS != 0 {
+            let next_epoch = ((w >> EPOCH_SHIFT).wrapping_add(1)) << EPOCH_SHIFT;
+            let _ = self.sleepers.compare_exchange(w, next_epoch, SeqCst, Relaxed);
+        }
+    }
+
+    /// Threads counted as asleep on the lock.
+    pub fn sleepers(&self) -> u32 {
+        self.sleepers.load(Acquire) & SLEEPERS
     }
 
     /// Sleeps until `seq` moves from `seen` or `limit` passes, unless
     /// `ready()` already holds once registered. Returns whether it timed out.
     fn sleep(&self, seen: u32, limit: Duration, ready: &dyn Fn() -> bool) -> bool {
-        self.sleepers.fetch_add(1, SeqCst);
+        let epoch = self.sleepers.fetch_add(1, SeqCst) >> EPOCH_SHIFT;
         let mut timed_out = false;
         if !ready() {
             let ts = rustix::fs::Timespec { tv_sec: limit.as_secs() as i64, tv_nsec: limit.subsec_nanos() as _ };
             let r = rustix::thread::futex::wait(&self.seq, rustix::thread::futex::Flags::empty(), seen, Some(&ts));
             timed_out = matches!(r, Err(e) if e == rustix::io::Errno::TIMEDOUT);
         }
-        self.sleepers.fetch_sub(1, SeqCst);
+        // Off the count, unless it was started again meanwhile (`repair_sleepers`).
+        let _ = self
+            .sleepers
+            .fetch_update(SeqCst, SeqCst, |w| (w >> EPOCH_SHIFT == epoch && w & SLEEPERS != 0).then(|| w - 1));
         timed_out
     }
 
@@ -454,13 +486,13 @@ mod tests {
         // Held by another thread for a moment: the spin outlasts it.
         let a2 = a.clone();
         let (tx, rx) = std::sync::mpsc::channel();
+        w.unlock().unwrap();
         let holder = std::thread::spawn(move || {
             assert!(a2.words().try_lock());
             tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(2));
             a2.words().unlock().unwrap();
         });
-        w.unlock().unwrap();
         rx.recv().unwrap();
         assert!(w.try_lock_spinning(u32::MAX));
         holder.join().unwrap();

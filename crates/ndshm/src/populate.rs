@@ -130,9 +130,9 @@ pub unsafe fn reserve_mapped(
         return part((0, total));
     }
     std::thread::scope(|scope| {
-        let handles: Vec<_> =
-            ranges_aligned(total, n, crate::huge::MIN_LEN).map(|r| scope.spawn(move || part(r))).collect();
-        join_all(handles)
+        let results: Vec<_> =
+            ranges_aligned(total, n, crate::huge::MIN_LEN).map(|r| spawn_or_run(scope, move || part(r))).collect();
+        join_all(results)
     })
 }
 
@@ -171,22 +171,43 @@ pub unsafe fn reserve_and_copy(
     }
     let rest = total - data_offset - split;
     std::thread::scope(|scope| {
-        let mut handles = vec![scope.spawn(kernel_path)];
+        let mut results = vec![spawn_or_run(scope, kernel_path)];
         for (a, b) in ranges(rest, n - 1) {
             let (a, b) = (data_offset + split + a, data_offset + split + b);
             // SAFETY: the ranges split the rest of the caller's mapping; the
             // caller vouches for the source.
-            handles.push(scope.spawn(move || unsafe { fill(m, a, b, data_offset, s, src_len) }));
+            results.push(spawn_or_run(scope, move || unsafe { fill(m, a, b, data_offset, s, src_len) }));
         }
-        join_all(handles)
+        join_all(results)
     })
 }
 
+/// A part of the work: running on a thread of its own, or already done.
+enum Part<'scope> {
+    Running(std::thread::ScopedJoinHandle<'scope, io::Result<()>>),
+    Done(io::Result<()>),
+}
+
+/// Runs `work` on a new thread, or here and now if no thread can be made
+/// (under a tight `RLIMIT_AS` or `RLIMIT_NPROC`, say): slower, never a panic.
+fn spawn_or_run<'scope, 'env, F>(scope: &'scope std::thread::Scope<'scope, 'env>, work: F) -> Part<'scope>
+where
+    F: FnOnce() -> io::Result<()> + Send + Clone + 'scope,
+{
+    match std::thread::Builder::new().spawn_scoped(scope, work.clone()) {
+        Ok(h) => Part::Running(h),
+        Err(_) => Part::Done(work()),
+    }
+}
+
 /// Waits for every thread (the scope would anyway); the first error is the answer.
-fn join_all(handles: Vec<std::thread::ScopedJoinHandle<'_, io::Result<()>>>) -> io::Result<()> {
-    let results: Vec<_> = handles
+fn join_all(parts: Vec<Part<'_>>) -> io::Result<()> {
+    let results: Vec<_> = parts
         .into_iter()
-        .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))))
+        .map(|p| match p {
+            Part::Running(h) => h.join().unwrap_or_else(|_| Err(io::Error::other("copy thread panicked"))),
+            Part::Done(r) => r,
+        })
         .collect();
     results.into_iter().collect()
 }

@@ -10,10 +10,25 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
-/// This process: (pid, start time).
+/// This process: (pid, start time). Read from `/proc` once per process
+/// (a fork child has another pid, and reads its own).
 pub fn current() -> (u32, u64) {
+    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static START: AtomicU64 = AtomicU64::new(0);
     let pid = std::process::id();
-    (pid, start_time(pid).unwrap_or(0))
+    if PID.load(Acquire) == pid {
+        let start = START.load(Acquire);
+        // Writers of another pid clear PID before they store START.
+        if PID.load(Acquire) == pid {
+            return (pid, start);
+        }
+    }
+    let start = start_time(pid).unwrap_or(0);
+    PID.store(0, Release);
+    START.store(start, Release);
+    PID.store(pid, Release);
+    (pid, start)
 }
 
 /// Whether the process `pid` that started at `start` is still running

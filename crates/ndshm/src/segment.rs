@@ -4,9 +4,9 @@
 //! A process maps each segment at most once per access mode: segments are
 //! kept in a registry by id, and a second attach returns the same mapping.
 
-use crate::error::{is_no_space, Result, SegmentError};
+use crate::error::{is_no_space, AttachError, CreateError, Result, SegmentError};
 use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
-use crate::{handoff, headers, huge, memory, name, populate, process, tmpfs};
+use crate::{claim, handoff, headers, huge, memory, name, populate, process, tmpfs};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use std::collections::HashMap;
@@ -23,6 +23,10 @@ use std::time::{Duration, Instant, SystemTime};
 /// How long `attach` waits for a named segment that another process is
 /// still creating.
 const CREATION_WAIT: Duration = Duration::from_secs(10);
+
+// The control words `Segment::word` is asked for: aligned, inside the page.
+const _: () =
+    assert!(ctl::READY % 4 == 0 && ctl::READY + 4 <= PAGE && ctl::PENDING % 4 == 0 && ctl::PENDING + 4 <= PAGE);
 
 /// A mapped segment. Cheap to clone; the mapping lives until the last clone
 /// (and every view derived from it) is gone.
@@ -180,14 +184,44 @@ fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
     }
 }
 
+/// A segment this process created and has not published: nobody else can
+/// attach it yet. Fill it (it derefs to the [`Segment`]), then
+/// [`publish`](Created::publish) it; dropping it unpublished removes it.
+pub struct Created(Segment);
+
+impl std::ops::Deref for Created {
+    type Target = Segment;
+    fn deref(&self) -> &Segment {
+        &self.0
+    }
+}
+
+impl Created {
+    /// Makes the segment visible: sets the ready word (last, with release
+    /// order) and lets waiting attachers in.
+    pub fn publish(self) -> Segment {
+        self.0.publish_now();
+        self.0.clone()
+    }
+
+    /// Gives the segment up: a named one loses its name at once (if the
+    /// name is still this segment's).
+    pub fn abandon(self) {}
+}
+
+impl Drop for Created {
+    fn drop(&mut self) {
+        self.0.abandon_now();
+    }
+}
+
 impl Segment {
     /// Creates a segment for `header`, named or anonymous, with all its
-    /// memory reserved and zeroed. Nobody can attach it until [`publish`].
-    ///
-    /// [`publish`]: Segment::publish
-    pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Segment> {
+    /// memory reserved and zeroed. Nobody can attach it until it is
+    /// published ([`Created::publish`]).
+    pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Created, CreateError> {
         // SAFETY: no source.
-        unsafe { Self::create_inner(header, seg_name, None, false) }
+        unsafe { Self::create_inner(header, seg_name, None, false) }.map(Created).map_err(CreateError::from)
     }
 
     /// An anonymous segment whose data pages are not allocated yet: there
@@ -196,9 +230,9 @@ impl Segment {
     /// allocates it or fails with `NoMemory` (never a SIGBUS on the write).
     /// For results that several processes fill in parallel: each allocates
     /// its own part.
-    pub fn create_lazy(header: &Header) -> Result<Segment> {
+    pub fn create_lazy(header: &Header) -> Result<Created, CreateError> {
         // SAFETY: no source.
-        unsafe { Self::create_inner(header, None, None, true) }
+        unsafe { Self::create_inner(header, None, None, true) }.map(Created).map_err(CreateError::from)
     }
 
     /// Like [`create`](Segment::create), with the data copied from `src`,
@@ -211,9 +245,16 @@ impl Segment {
         seg_name: Option<&str>,
         src: *const u8,
         src_len: usize,
-    ) -> Result<Segment> {
+    ) -> Result<Created, CreateError> {
+        if let Ok(expected) = header.data_len() {
+            if src_len as u64 != expected {
+                return Err(CreateError::SourceLength { given: src_len, expected });
+            }
+        }
         // SAFETY: forwarded from the caller.
         unsafe { Self::create_inner(header, seg_name, Some((src, src_len)), false) }
+            .map(Created)
+            .map_err(CreateError::from)
     }
 
     unsafe fn create_inner(
@@ -237,46 +278,84 @@ impl Segment {
         let header_page = header.encode().map_err(refused)?;
         let data_len =
             header.data_len().map_err(|source| SegmentError::Invalid { what: "the requested array".into(), source })?;
-        if let Some((_, n)) = src {
-            if n as u64 != data_len {
-                return Err(SegmentError::Mismatch(format!("{n} source bytes for an array of {data_len} bytes")));
-            }
-        }
         let total = format::segment_len(data_len);
+        let (pid, start) = process::current();
+        let control = Control {
+            version: FORMAT_VERSION,
+            ready: 0,
+            flags: if seg_name.is_none() { flags::ANONYMOUS } else { 0 },
+            data_len,
+            id: random_id(),
+            owner_pid: pid,
+            owner_start: start,
+            created_ns: now_ns(),
+            header_hash: format::header_hash(&header_page),
+        };
+        let control_page = control.encode();
         let mut in_tmpfs = false;
-        let (file, creating_path) = match seg_name {
+        // A named segment is made under a private name and moved to its own
+        // once sized, with its pages written and its creator's lock held
+        // (see `claim`): nobody ever sees a half-written file under the name.
+        let (file, private, creating_path) = match seg_name {
             Some(n) => {
                 let path = name::path_of(n);
-                let fd = rustix::fs::open(
-                    &path,
-                    OFlags::CREATE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
-                    Mode::RUSR | Mode::WUSR,
-                )
-                .map_err(|e| SegmentError::from_named_io(n, "cannot create", e.into()))?;
-                // Held until publish: attachers wait on it, gc leaves it alone.
-                rustix::fs::flock(&fd, FlockOperation::LockExclusive)
-                    .map_err(|e| SegmentError::io("flock", e.into()))?;
-                (File::from(fd), Some(path))
+                // Fails early, before anything is spent; the move into
+                // place below is what decides.
+                if std::fs::symlink_metadata(&path).is_ok() {
+                    return Err(SegmentError::Exists(n.to_string()));
+                }
+                let dir = path.parent().map_or_else(name::dir, std::path::Path::to_path_buf);
+                let claim::Private { file, path: private } = claim::private_file(&dir, control.id)
+                    .map_err(|e| SegmentError::from_named_io(n, "cannot create", e))?;
+                (file, Some(private), Some(path))
             }
             None => match huge::wants_private_tmpfs(total as usize).then(tmpfs::create_file).flatten() {
                 Some(file) => {
                     in_tmpfs = true;
-                    (file, None)
+                    (file, None, None)
                 }
                 None => {
                     let fd = rustix::fs::memfd_create(
                         "ndshm",
                         rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
                     )
-                    .map_err(|e| SegmentError::io("memfd_create", e.into()))?;
-                    (File::from(fd), None)
+                    .map_err(|e| no_room_or_io(e.into(), "make a memory file"))?;
+                    (File::from(fd), None, None)
                 }
             },
         };
+        // Sized, sealed, and with its header and control page (ready = 0)
+        // written: what a file must be before it takes a segment's name.
+        let prepare = || -> Result<()> {
+            file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
+            file.write_all_at(&header_page[..], 0).map_err(|e| no_room_or_io(e, "write the header"))?;
+            file.write_all_at(&control_page[..], total - PAGE as u64)
+                .map_err(|e| no_room_or_io(e, "write the control page"))?;
+            if creating_path.is_none() && !in_tmpfs {
+                // Nobody may shrink or grow a memfd under its mappings.
+                let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
+                rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
+            }
+            Ok(())
+        };
+        let prepared = prepare();
+        if let (Some(p), Some(path), Some(n)) = (&private, &creating_path, seg_name) {
+            match prepared {
+                Ok(()) => {
+                    claim::move_into_place(p, path).map_err(|e| SegmentError::from_named_io(n, "cannot create", e))?
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(p);
+                    return Err(e);
+                }
+            }
+        } else {
+            prepared?;
+        }
         // From here on, a failure must remove the file: nothing half-made stays.
         let cleanup = |e: SegmentError| {
             if let Some(p) = &creating_path {
-                let _ = std::fs::remove_file(p);
+                remove_if_ours(p, &file);
             }
             e
         };
@@ -285,19 +364,14 @@ impl Segment {
                 Some(p) => memory::check_named(p.parent().unwrap_or(&name::dir()), total)?,
                 None => memory::check_anonymous(total)?,
             }
-            file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
-            if creating_path.is_none() && !in_tmpfs {
-                // Nobody may shrink or grow a memfd under its mappings.
-                let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
-                rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
-            }
-            let m = map(&file, total, true).map_err(|e| SegmentError::io("mmap", e))?;
+            let m = map(&file, total, true).map_err(|e| no_room_or_io(e, "map the segment"))?;
             // A file in the private tmpfs gets huge pages by its mount's option.
             let huge = in_tmpfs || want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
             if huge {
                 // SAFETY: the whole mapping.
                 unsafe { huge::advise(m.as_mut_ptr(), total as usize) };
             }
+            // Every way of reserving below keeps the bytes already written.
             let filled = match src {
                 // SAFETY (both): `m` maps the whole file writable; the caller
                 // vouches for the source.
@@ -318,28 +392,6 @@ impl Segment {
             Ok(m)
         };
         let map = reserve().map_err(cleanup)?;
-        let (pid, start) = process::current();
-        let control = Control {
-            version: FORMAT_VERSION,
-            ready: 0,
-            flags: if seg_name.is_none() { flags::ANONYMOUS } else { 0 },
-            data_len,
-            id: random_id(),
-            owner_pid: pid,
-            owner_start: start,
-            created_ns: now_ns(),
-            header_hash: format::header_hash(&header_page),
-        };
-        let control_page = control.encode();
-        // SAFETY: the mapping is `total` bytes, at least two pages, and the
-        // control page offset is `total - PAGE`; nobody else can reach the
-        // segment yet (anonymous, or named and not ready).
-        unsafe {
-            std::ptr::copy_nonoverlapping(header_page.as_ptr(), map.as_mut_ptr(), PAGE);
-            let c = map.as_mut_ptr().add(total as usize - PAGE);
-            // The ready word is in the page; it is still 0 here.
-            std::ptr::copy_nonoverlapping(control_page.as_ptr(), c, PAGE);
-        }
         let info = Info {
             id: control.id,
             name: seg_name.map(str::to_string),
@@ -366,23 +418,20 @@ impl Segment {
         })
     }
 
-    /// Makes a created segment visible: sets the ready word (last, with
-    /// release order) and lets waiting attachers in.
-    pub fn publish(&self) -> Result<()> {
+    /// See [`Created::publish`].
+    fn publish_now(&self) {
         if self.inner.published.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return;
         }
         self.word(ctl::READY).store(READY, Ordering::Release);
         if let Some(f) = self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = rustix::fs::flock(f, FlockOperation::Unlock);
         }
         registry_put(self);
-        Ok(())
     }
 
-    /// Gives up a created segment before `publish`: a named one loses its
-    /// name at once (if the name is still this segment's).
-    pub fn abandon(&self) {
+    /// See [`Created::abandon`]; nothing once published.
+    fn abandon_now(&self) {
         if self.is_published() {
             return;
         }
@@ -409,40 +458,40 @@ impl Segment {
     }
 
     /// Attaches the named segment `seg_name`, read-only if asked.
-    pub fn attach(seg_name: &str, readonly: bool) -> Result<Segment> {
-        name::validate(seg_name)?;
+    pub fn attach(seg_name: &str, readonly: bool) -> Result<Segment, AttachError> {
+        name::validate(seg_name).map_err(|e| match e {
+            SegmentError::InvalidName { name, why } => AttachError::InvalidName { name, why },
+            e => attach_fault(seg_name, e),
+        })?;
         let path = name::path_of(seg_name);
         let deadline = Instant::now() + CREATION_WAIT;
         let mut pause = Duration::from_micros(200);
         loop {
             let (file, writable) = open_named(&path, seg_name, readonly)?;
-            match Self::attach_file(file, writable, readonly, Some(seg_name)) {
+            let file = match Self::attach_file(file, writable, readonly, Some(seg_name)) {
                 Ok(seg) => return Ok(seg),
-                Err((file, err)) => {
-                    if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
-                        return Err(not_a_segment(seg_name, "not a regular file"));
-                    }
-                    // Still being created? The creator holds the flock.
-                    let busy = matches!(
-                        rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared),
-                        Err(e) if e == rustix::io::Errno::WOULDBLOCK
-                    );
-                    if !busy {
-                        return Err(match err {
-                            SegmentError::Invalid { source: FormatError::NotReady, .. } => SegmentError::Invalid {
-                                what: format!("segment {seg_name:?}"),
-                                source: FormatError::NotReady,
-                            },
-                            e => e,
-                        });
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(SegmentError::Busy(seg_name.to_string()));
-                    }
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(20));
+                Err((file, _)) if !file.metadata().is_ok_and(|m| m.file_type().is_file()) => {
+                    return Err(AttachError::NotAFile { name: seg_name.into(), why: "not a regular file" })
                 }
+                Err((file, _)) if claim::creator_at_work(&file) => file,
+                // No creator holds it (any more), so it changes no more: what
+                // it is now is the answer, not what it was a moment ago.
+                Err((file, _)) => {
+                    return match Self::attach_file(file, writable, readonly, Some(seg_name)) {
+                        Ok(seg) => Ok(seg),
+                        Err((file, _)) if !claim::still_named(&path, &file) => {
+                            Err(AttachError::NotFound(seg_name.to_string()))
+                        }
+                        Err((_, e)) => Err(attach_fault(seg_name, e)),
+                    };
+                }
+            };
+            drop(file);
+            if Instant::now() >= deadline {
+                return Err(AttachError::Busy(seg_name.to_string()));
             }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 
@@ -472,7 +521,7 @@ impl Segment {
         }
         let map = match map(&file, len, writable) {
             Ok(m) => m,
-            Err(e) => return Err((file, SegmentError::io(format!("mmap {}", what()), e))),
+            Err(e) => return Err((file, no_room_or_io(e, &format!("map {}", what())))),
         };
         if want_huge(len as usize, seg_name.map(|_| name::dir()).as_deref()) {
             // SAFETY: the whole mapping.
@@ -577,7 +626,9 @@ impl Segment {
     /// Stores to it fault on a mapping that is not [`control_writable`].
     ///
     /// [`control_writable`]: Segment::control_writable
-    pub fn word(&self, off: usize) -> &AtomicU32 {
+    pub(crate) fn word(&self, off: usize) -> &AtomicU32 {
+        // Unreachable: the crate passes only `ctl::READY` and `ctl::PENDING`,
+        // which a const assertion (under `CREATION_WAIT`) keeps in bounds.
         assert!(off % 4 == 0 && off + 4 <= PAGE, "control word offset {off}");
         // SAFETY: in bounds and aligned (page-aligned base, off % 4 == 0);
         // AtomicU32 has the layout of u32 and is meant to be shared; the
@@ -716,30 +767,47 @@ fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
 
 /// Opens a named segment file: the file, and whether it was
 /// opened for writing.
-fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, bool)> {
+fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, bool), AttachError> {
     let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
     let rw = rustix::fs::open(path, base | OFlags::RDWR, Mode::empty());
+    let cannot_open =
+        |e: rustix::io::Errno| attach_fault(seg_name, SegmentError::from_named_io(seg_name, "cannot open", e.into()));
     let (fd, writable) = match rw {
         Ok(fd) => (fd, true),
         // A read-only attach needs only read permission.
         Err(e) if readonly && e == rustix::io::Errno::ACCESS => {
-            let fd = rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty())
-                .map_err(|e| SegmentError::from_named_io(seg_name, "cannot open", e.into()))?;
-            (fd, false)
+            (rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty()).map_err(cannot_open)?, false)
         }
         Err(e) if e == rustix::io::Errno::LOOP => {
-            return Err(not_a_segment(seg_name, "a symbolic link"));
+            return Err(AttachError::NotAFile { name: seg_name.into(), why: "a symbolic link" });
         }
-        Err(e) if is_not_regular(e) => return Err(not_a_segment(seg_name, "not a regular file")),
-        Err(e) => return Err(SegmentError::from_named_io(seg_name, "cannot open", e.into())),
+        Err(e) if is_not_regular(e) => {
+            return Err(AttachError::NotAFile { name: seg_name.into(), why: "not a regular file" })
+        }
+        Err(e) => return Err(cannot_open(e)),
     };
     // Whether it is a regular file is asked only if it fails to validate
     // (see `validate_file`): a sound segment costs no fstat.
     Ok((File::from(fd), writable))
 }
 
-fn not_a_segment(seg_name: &str, what: &str) -> SegmentError {
-    SegmentError::Mismatch(format!("segment {seg_name:?} is not a valid ndshm segment: it is {what}"))
+/// What a fault met while attaching the name `seg_name` means for the caller.
+fn attach_fault(seg_name: &str, e: SegmentError) -> AttachError {
+    let name = seg_name.to_string();
+    match e {
+        // Asked only once no creator holds the file: it died before publishing.
+        SegmentError::Invalid { source: FormatError::NotReady, .. } => AttachError::Abandoned(name),
+        SegmentError::Invalid { source, .. } => AttachError::Corrupt { name, source },
+        // The one mismatch `attach_file` finds for a name.
+        SegmentError::Mismatch(_) => AttachError::WrongKind(name),
+        SegmentError::NotFound(_) => AttachError::NotFound(name),
+        SegmentError::Permission(m) => AttachError::Permission(m),
+        SegmentError::NoMemory(m) => AttachError::NoMemory(m),
+        SegmentError::Io { context, source } => AttachError::Io { context, source },
+        e => {
+            AttachError::Io { context: format!("attach segment {seg_name:?}"), source: io::Error::other(e.to_string()) }
+        }
+    }
 }
 
 /// Errors of `open` that mean "this is no regular file".
