@@ -4,7 +4,7 @@
 //! `child` selected and `NDSHM_DEATH_ROLE` set; it is killed by its pid.
 
 use ndshm::lock::Outcome;
-use ndshm::{AttachError, DType, Header, Segment, SegmentError, Status};
+use ndshm::{AttachError, DType, Header, Segment, Status};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -123,7 +123,7 @@ fn child() {
             let seg = seg.publish();
             seg.note_sent();
             let fd = std::os::fd::AsRawFd::as_raw_fd(&seg.fd().unwrap());
-            let keeper = ndshm::handoff::at_exit().unwrap();
+            let keeper = ndshm::keeper::at_exit().unwrap();
             println!("@ready {} {fd} {} {keeper}", std::process::id(), seg.id());
             std::process::exit(0)
         }
@@ -187,8 +187,9 @@ fn a_keeper_killed_gives_a_clean_error() {
         assert!(Instant::now() < deadline, "the keeper did not die");
         std::thread::sleep(Duration::from_millis(5));
     }
-    match Segment::attach_anonymous(pid, fd, id, true) {
-        Err(SegmentError::Gone { .. }) => {}
+    let r = ndshm::handle::SegmentRef::Anonymous { pid, fd, id };
+    match ndshm::receive::attach(&r, true) {
+        Err(ndshm::HandleError::Gone { .. }) => {}
         other => panic!("expected Gone, got {:?}", other.map(|s| s.id())),
     }
 }
