@@ -70,7 +70,7 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let seg = Segment::create(&f64_header(rows, cols)?, None)?;
             let values: Vec<f64> = (0..rows * cols).map(|k| k as f64).collect();
             seg.write_from(&values)?;
-            seg.publish()?;
+            let seg = seg.publish();
             // The handle of a[1:, ::2]: it leaves this process, so it counts
             // as a pending handoff.
             seg.note_sent();
