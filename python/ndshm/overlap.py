@@ -32,9 +32,10 @@ from .blocks import BlockRunner, Chunks
 __all__ = ["Halo", "OverlapRunner"]
 
 BOUNDARIES = ("reflect", "nearest", "periodic", "none")
-# A block's halo should cost little next to the block: auto chunks make each
-# overlapped axis at least this many times its depth (or the whole axis).
-_MIN_RATIO = 8
+# A block's halo should cost little next to the block: auto chunks keep each
+# overlapped axis at least _LONG times its depth where the block size allows
+# (halos add at most 2/_LONG), and never split it below _SHORT times.
+_LONG, _SHORT = 32, 4
 
 
 def _depth_pair(axis: int, d: Any) -> tuple[int, int]:
@@ -109,28 +110,27 @@ class Halo:
             b = self.boundary[axis]
             if not isinstance(b, str):
                 for dt in dtypes:
-                    try:
-                        np.full((), b, dtype=dt)
-                    except (ValueError, TypeError, OverflowError):
-                        raise ValueError(
-                            f"boundary {b!r} on axis {axis} does not fit the inputs' dtype {dt}"
-                        ) from None
+                    if not _fits(b, dt):
+                        raise ValueError(f"boundary {b!r} on axis {axis} does not fit the inputs' dtype {dt}")
 
     def chunks(self, shape: tuple[int, ...], itemsize: int, target: int) -> Chunks:
-        """Blocks of about `target` bytes for this halo: axes with no halo
-        are split first (the outermost first), overlapped axes in proportion
-        to their depth, so the halos cost little next to the blocks."""
+        """Blocks of about `target` bytes for this halo. Axes with no halo
+        are split first, then overlapped axes from the outermost (C-order
+        blocks stay contiguous) while they stay long next to their depth;
+        only then the axis longest next to its depth, down to a few depths."""
         sizes = [max(n, 1) for n in shape]
         reach = [max(d) for d in self.depth]
         while math.prod(sizes) * itemsize > target:
-            free = [a for a in range(len(sizes)) if reach[a] == 0 and sizes[a] > 1]
-            if free:
-                axis = free[0]
+            axes = range(len(sizes))
+            free = [a for a in axes if reach[a] == 0 and sizes[a] > 1]
+            long = [a for a in axes if 0 < 2 * _LONG * reach[a] <= sizes[a]]
+            short = [a for a in axes if 0 < 2 * _SHORT * reach[a] <= sizes[a]]
+            if free or long:
+                axis = (free or long)[0]
+            elif short:
+                axis = max(short, key=lambda a: sizes[a] / reach[a])
             else:
-                room = [a for a in range(len(sizes)) if 0 < _MIN_RATIO * reach[a] < sizes[a]]
-                if not room:
-                    break
-                axis = max(room, key=lambda a: sizes[a] / reach[a])
+                break
             sizes[axis] = -(-sizes[axis] // 2)
         return tuple(_split(n, size, r) for n, size, r in zip(shape, sizes, reach))
 
@@ -143,6 +143,29 @@ class Halo:
         if not self.padded(axis) or n == 0:
             return lo, hi, 0, 0
         return lo, hi, before - (start - lo), after - (hi - stop)
+
+
+def _fits(value: Any, dt: np.dtype) -> bool:
+    """Whether the constant `value` is a value of dtype `dt` (floats may
+    round; integers must be exact and in range)."""
+    if dt.kind in "iu":
+        try:
+            exact = int(value)
+        except (ValueError, OverflowError, TypeError):
+            return False
+        info = np.iinfo(dt)
+        return bool(exact == value) and info.min <= exact <= info.max
+    if dt.kind == "b":
+        return bool(value in (0, 1))
+    if dt.kind == "f":
+        return bool(np.isrealobj(value))
+    if dt.kind == "c":
+        return True
+    try:
+        np.full((), value, dtype=dt)
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
 
 
 def _split(n: int, size: int, reach: int) -> tuple[int, ...]:
