@@ -95,6 +95,11 @@ class Halo:
         """Whether the array is padded past its edges on `axis`."""
         return not (isinstance(self.boundary[axis], str) and self.boundary[axis] == "none")
 
+    def wraps(self, axis: int) -> bool:
+        """Whether `axis` is periodic (its padding comes from the far end)."""
+        b = self.boundary[axis]
+        return isinstance(b, str) and b == "periodic"
+
     def check(self, grid: Chunks, dtypes: list[np.dtype]) -> None:
         """Raises ValueError before any work starts: a depth larger than a
         block of its axis, or a constant the inputs cannot hold."""
@@ -230,7 +235,7 @@ class OverlapRunner(BlockRunner):
         boundary wraps around: the padding is taken from its far end)."""
         read = []
         for axis, (lo, hi, before, after) in enumerate(self._extents(sl)):
-            wraps = self.halo.boundary[axis] == "periodic" and (before or after)
+            wraps = self.halo.wraps(axis) and (before or after)
             read.append(slice(None) if wraps else slice(lo, hi))
         region = tuple(read)
         return [a[region] for a in self.arrays]
@@ -244,7 +249,7 @@ class OverlapRunner(BlockRunner):
             for axis, (lo, hi, before, after) in enumerate(extents):
                 if before or after:
                     kind = self.halo.boundary[axis]
-                    held = 0 if kind == "periodic" else lo
+                    held = 0 if self.halo.wraps(axis) else lo
                     x = _pad(x, axis, kind, lo - before, hi + after, held, self.shape[axis])
             padded.append(x)
         result = self.call(loc, sl, padded)
