@@ -21,6 +21,7 @@ axis by axis in order, as dask's does, so corners match dask's.
 
 from __future__ import annotations
 
+import itertools
 import math
 from numbers import Number
 from typing import Any
@@ -185,23 +186,54 @@ def _split(n: int, size: int, reach: int) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def _pad(x: np.ndarray, axis: int, kind: Any, first: int, stop: int, held: int, n: int) -> np.ndarray:
-    """Elements ``first..stop`` of `axis` (of length `n`; the range may reach
-    past either edge), from `x`, which holds elements ``held..`` of it, the
-    edges extended as boundary `kind` says."""
+class _Fill:
+    """A pad filled with a constant."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _source(kind: Any, first: int, stop: int, held: int, n: int) -> np.ndarray | _Fill:
+    """Where the pad covering elements ``first..stop`` of an axis of length
+    `n` (past its edge) comes from: indices into an array holding elements
+    ``held..`` of the axis, or a constant."""
     if not isinstance(kind, str):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = (max(0, -first), max(0, stop - n))
-        return np.pad(x, widths, mode="constant", constant_values=kind)
+        return _Fill(kind)
     pos = np.arange(first, stop)
     if kind == "reflect":
         pos = np.where(pos < 0, -pos - 1, pos)
         pos = np.where(pos >= n, 2 * n - pos - 1, pos)
     elif kind == "nearest":
         pos = np.clip(pos, 0, n - 1)
-    else:  # periodic: `x` holds the whole axis
+    else:  # periodic: the array holds the whole axis
         pos = pos % n
-    return np.take(x, pos - held, axis=axis)
+    return pos - held
+
+
+def _pad(x: np.ndarray, segments: list[list[tuple[slice, Any]]]) -> np.ndarray:
+    """The block and its halo, padded, in one new array. `segments` gives,
+    per axis, ``(where in the result, where from)`` for the pad before, the
+    part read from `x` (a slice) and the pad after. The part read from `x`
+    is copied once; each pad is gathered from `x` (reflected, clamped or
+    wrapped indices) or filled. A corner padded by a constant on any axis
+    takes the constant of the last such axis, and the others compose their
+    indices: the same as padding axis by axis in order, as dask does."""
+    shape = tuple(segs[-1][0].stop for segs in segments)
+    out = np.empty(shape, dtype=x.dtype)
+    for combo in itertools.product(*segments):
+        dst = tuple(d for d, _ in combo)
+        fills = [src for _, src in combo if isinstance(src, _Fill)]
+        if fills:
+            out[dst] = fills[-1].value
+            continue
+        piece = x[tuple(src if isinstance(src, slice) else slice(None) for _, src in combo)]
+        for axis, (_, src) in enumerate(combo):
+            if not isinstance(src, slice):
+                piece = np.take(piece, src, axis=axis)
+        out[dst] = piece
+    return out
 
 
 class OverlapRunner(BlockRunner):
@@ -244,14 +276,21 @@ class OverlapRunner(BlockRunner):
         self, loc: tuple[int, ...], sl: tuple[slice, ...], parts: list, target: np.ndarray | None
     ) -> np.ndarray | None:
         extents = self._extents(sl)
-        padded = []
-        for x in parts:
+        segments = None
+        if any(before or after for _lo, _hi, before, after in extents):
+            segments = []
             for axis, (lo, hi, before, after) in enumerate(extents):
-                if before or after:
-                    kind = self.halo.boundary[axis]
-                    held = 0 if self.halo.wraps(axis) else lo
-                    x = _pad(x, axis, kind, lo - before, hi + after, held, self.shape[axis])
-            padded.append(x)
+                kind, n = self.halo.boundary[axis], self.shape[axis]
+                held = 0 if self.halo.wraps(axis) and (before or after) else lo  # as inputs() read
+                segs: list[tuple[slice, Any]] = []
+                if before:
+                    segs.append((slice(0, before), _source(kind, lo - before, lo, held, n)))
+                segs.append((slice(before, before + hi - lo), slice(lo - held, hi - held)))
+                if after:
+                    end = before + hi - lo
+                    segs.append((slice(end, end + after), _source(kind, hi, hi + after, held, n)))
+                segments.append(segs)
+        padded = parts if segments is None else [_pad(x, segments) for x in parts]
         result = self.call(loc, sl, padded)
         if self.trim:
             want = padded[0].shape
