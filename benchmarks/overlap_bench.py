@@ -270,6 +270,11 @@ def bench_overlap(cfg: Config, log: Callable[[str], None]) -> Result:
     )
     if rounds.load:
         body += f"\n{rounds.load}\n"
+        if rounds.load_raw.get("others_cpu_s", 0) >= 0.5 * rounds.load_raw.get("wall_s", 1):
+            body += (
+                "With other processes this busy, wall times say little (one process competing for the "
+                "CPUs fares worse than two); the CPU-time column is the steadier measure.\n"
+            )
     return Result(
         "(a) gaussian_filter(sigma=4), 20k x 10k float64, 2 workers", body, rounds.raw(blocks=blocks)
     )
