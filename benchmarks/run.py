@@ -32,6 +32,7 @@ import common
 import core_bench
 import dask_bench
 import lock_bench
+import overlap_bench
 import pool_bench
 import sharing_bench
 
@@ -40,7 +41,7 @@ SHM = Path("/dev/shm")
 # Each suite is a module with SECTION (its "## " heading in RESULTS.md),
 # INTRO, ORDER (its "### " subsections), BENCHMARKS (name -> function(cfg,
 # log) -> Result), and FULL / QUICK configurations.
-SUITES = [core_bench, lock_bench, pool_bench, dask_bench, sharing_bench]
+SUITES = [core_bench, lock_bench, pool_bench, dask_bench, sharing_bench, overlap_bench]
 
 
 def _shm_listing() -> set[str]:

@@ -20,7 +20,7 @@ from .arrays import (
 from .blocks import blocks
 from .hosts import ForeignHandle
 from .locks import Lock, LockOwnerDied, RWLock
-from .pool import Pool, RemoteTraceback, WorkerDied, map, map_blocks
+from .pool import Pool, RemoteTraceback, WorkerDied, map, map_blocks, map_overlap
 from .segments import AbandonedSegment, CorruptSegment, SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"
@@ -54,6 +54,7 @@ __all__ = [
     "list",
     "map",
     "map_blocks",
+    "map_overlap",
     "zeros",
     "zeros_like",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -105,19 +106,37 @@ def _accepts(fn: Any, name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def _is_ufunc(fn: Any) -> bool:
+    """Whether `fn` is an elementwise function with one output that takes
+    ``out=``: a numpy ufunc, or a numba ``@vectorize`` function (a DUFunc,
+    which is not a numpy ufunc). numba is looked up, never imported: a DUFunc
+    exists only where numba was imported."""
+    if isinstance(fn, np.ufunc):
+        return fn.nout == 1
+    dufunc = getattr(sys.modules.get("numba.np.ufunc.dufunc"), "DUFunc", None)
+    return dufunc is not None and isinstance(fn, dufunc) and fn.nout == 1
+
+
 class BlockRunner:
     """The function a worker runs per block index: slices the inputs,
-    calls `fn`, writes the result into `out`."""
+    calls `fn` (with the caller's extra keyword arguments), writes the
+    result into `out`."""
 
-    def __init__(self, fn: Any, arrays: list[np.ndarray], out: np.ndarray, grid: Chunks) -> None:
+    #: The call this runner serves, for messages.
+    what = "map_blocks"
+
+    def __init__(
+        self, fn: Any, arrays: list[np.ndarray], out: np.ndarray, grid: Chunks, kwargs: dict | None = None
+    ) -> None:
         self.fn = fn
         self.arrays = arrays
         self.out = out
         self.shape = out.shape
         self.dtype = out.dtype
         self.grid = grid
+        self.kwargs = dict(kwargs or {})
         self.starts = [_starts(sizes) for sizes in grid]
-        self.ufunc = isinstance(fn, np.ufunc) and fn.nout == 1
+        self.ufunc = _is_ufunc(fn)
         # `out` was made lazily (map_blocks allocated it): each block's pages
         # are allocated by the worker that writes it, in parallel.
         self.lazy = False
@@ -147,14 +166,18 @@ class BlockRunner:
         }
         return info
 
+    def inputs(self, loc: tuple[int, ...], sl: tuple[slice, ...]) -> list:
+        """What block `loc` (slices `sl`) reads of each input: views, no copy."""
+        return [a[sl] for a in self.arrays]
+
     def __call__(self, index: int, parts: list | None = None) -> np.ndarray | None:
-        """Runs block `index` on `parts` (by default, slices of the inputs).
+        """Runs block `index` on `parts` (by default, :meth:`inputs`).
         Writes the result into `out`, or returns it in a process on another
         host than `out` (the caller writes it)."""
         loc = self.location(index)
         sl = self.slices(loc)
         if parts is None:
-            parts = [a[sl] for a in self.arrays]
+            parts = self.inputs(loc, sl)
         if isinstance(self.out, ForeignHandle):
             return self.apply(loc, sl, parts, None)
         target = self.out[sl]
@@ -168,19 +191,31 @@ class BlockRunner:
         """Runs `fn` on one block's inputs `parts` and writes the result into
         `target`; with no target (a process that cannot map `out`), returns
         the result block instead."""
-        shape = tuple(s.stop - s.start for s in sl)
         if self.ufunc:
             if target is not None:
-                self.fn(*parts, out=target)
+                self.fn(*parts, out=target, **self.kwargs)
                 return None
-            result = np.asarray(self.fn(*parts))
+            result = np.asarray(self.fn(*parts, **self.kwargs))
         else:
-            kwargs: dict[str, Any] = {}
-            if self.block_id:
-                kwargs["block_id"] = loc
-            if self.block_info:
-                kwargs["block_info"] = self.info(loc, sl)
-            result = np.asarray(self.fn(*parts, **kwargs))
+            result = self.call(loc, sl, parts)
+        return self.store(loc, sl, result, target)
+
+    def call(self, loc: tuple[int, ...], sl: tuple[slice, ...], parts: list) -> np.ndarray:
+        """`fn` on `parts`, with the caller's keywords and, where `fn` takes
+        them, ``block_id`` / ``block_info``."""
+        kwargs = dict(self.kwargs)
+        if self.block_id:
+            kwargs["block_id"] = loc
+        if self.block_info:
+            kwargs["block_info"] = self.info(loc, sl)
+        return np.asarray(self.fn(*parts, **kwargs))
+
+    def store(
+        self, loc: tuple[int, ...], sl: tuple[slice, ...], result: np.ndarray, target: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Writes block `loc`'s `result` into `target` (or returns it, cast
+        to `out`'s dtype, when there is no target)."""
+        shape = tuple(s.stop - s.start for s in sl)
         if result.shape != shape:
             try:
                 result = np.broadcast_to(result, shape)

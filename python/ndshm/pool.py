@@ -11,6 +11,7 @@ travel as handles, so big data is never copied.
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import json
 import math
@@ -31,9 +32,10 @@ from . import _native, _worker, sharing
 from .arrays import SharedArray, empty, empty_lazy, from_array
 from .blocks import BlockRunner, normalize_chunks
 from .handles import segment_of as _segment_of
+from .overlap import Halo, OverlapRunner
 from .progress import Progress
 
-__all__ = ["Pool", "RemoteTraceback", "WorkerDied", "map", "map_blocks"]
+__all__ = ["Pool", "RemoteTraceback", "WorkerDied", "map", "map_blocks", "map_overlap"]
 
 # Task states, as the board reports them.
 _CLAIMED, _DONE, _FAILED, _SKIPPED, _DIED = 2, 3, 4, 5, 6
@@ -115,7 +117,7 @@ def _preload_forkserver() -> None:
 
 def _describe(fn: Any) -> str:
     if isinstance(fn, BlockRunner):
-        return f"map_blocks({_describe(fn.fn)})"
+        return f"{fn.what}({_describe(fn.fn)})"
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     return name if isinstance(name, str) else repr(fn)
 
@@ -756,20 +758,52 @@ class Pool(Executor):
     def map_blocks(
         self,
         fn: Callable,
+        /,
         *arrays: Any,
         chunks: Any = None,
         out: np.ndarray | None = None,
         dtype: Any = None,
         chunksize: int | None = None,
         progress: bool = False,
+        **kwargs: Any,
     ) -> SharedArray:
         """Applies ``fn`` block by block to arrays broadcast to one shape, and
         writes each result block into the shared array ``out`` (allocated when
-        not given; its dtype is ``dtype`` or that of the inputs). ``fn`` may
-        take ``block_id`` / ``block_info`` keywords, as in dask; a numpy ufunc
-        writes straight into ``out``."""
+        not given; its dtype is ``dtype`` or that of the inputs). Other
+        keyword arguments go to ``fn`` (see :data:`RESERVED` for the names
+        that do not). ``fn`` may take ``block_id`` / ``block_info`` keywords,
+        as in dask; a numpy ufunc or numba ``@vectorize`` function writes
+        straight into ``out``."""
         self._check_open()
-        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
+        _check_kwargs("map_blocks", kwargs)
+        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype, kwargs)
+        return self._run_blocks(runner, out, chunksize, progress)
+
+    def map_overlap(
+        self,
+        fn: Callable,
+        /,
+        *arrays: Any,
+        depth: Any,
+        boundary: Any = None,
+        chunks: Any = None,
+        out: np.ndarray | None = None,
+        dtype: Any = None,
+        trim: bool = True,
+        chunksize: int | None = None,
+        progress: bool = False,
+        **kwargs: Any,
+    ) -> SharedArray:
+        """Like :meth:`map_blocks`, each block with a halo of ``depth``
+        neighbouring elements, the array's edges extended as ``boundary``
+        says (both as in ``dask.array.map_overlap``; see ``ndshm.overlap``).
+        ``fn`` gets the block with its halo; the block's part of the result
+        is written into ``out`` (with ``trim=False``, ``fn`` returns just
+        the block)."""
+        self._check_open()
+        _check_kwargs("map_overlap", kwargs)
+        target = functools.partial(_overlap_bytes, workers=self.workers)
+        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype, kwargs, (depth, boundary, trim, target))
         return self._run_blocks(runner, out, chunksize, progress)
 
     def _run_blocks(self, runner: BlockRunner, out: np.ndarray, chunksize: int | None, progress: bool) -> Any:
@@ -836,18 +870,58 @@ def _share(a: Any) -> np.ndarray:
     return np.broadcast_to(shared, a.shape, subok=True)
 
 
-def _plan_blocks(fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any) -> tuple[BlockRunner, np.ndarray]:
-    """Checks map_blocks' arguments (before any work starts)."""
+#: Keywords that ndshm's block functions keep for themselves, on every entry
+#: point (Pool methods, module functions, with any executor), so a call
+#: means the same wherever it runs: a name here that the entry point called
+#: does not take is a TypeError, never passed to ``fn``. Every other keyword
+#: goes to ``fn``; bind one of these names with ``functools.partial``.
+RESERVED = frozenset(
+    {"chunks", "out", "dtype", "chunksize", "progress", "workers", "start_method", "executor"}
+    | {"block_id", "block_info"}  # given to fn by ndshm, when fn takes them
+)
+
+
+def _check_kwargs(what: str, kwargs: dict) -> None:
+    clash = sorted(RESERVED.intersection(kwargs))
+    if clash:
+        name = clash[0]
+        raise TypeError(
+            f"{what}() got {name}=, a keyword ndshm keeps for itself and never passes to fn "
+            f"(not taken by this entry point); to give it to fn, use functools.partial(fn, {name}=...)"
+        )
+
+
+def _overlap_bytes(shape: tuple[int, ...], itemsize: int, workers: int) -> int:
+    """Bytes per block of a map_overlap when `chunks` is not given: a few
+    blocks per worker, big enough that halos cost little."""
+    total = math.prod(shape) * itemsize
+    return min(64 << 20, max(4 << 20, total // (4 * max(1, workers))))
+
+
+def _plan_blocks(
+    fn: Any,
+    arrays: tuple,
+    chunks: Any,
+    out: Any,
+    dtype: Any,
+    kwargs: dict | None = None,
+    overlap: tuple | None = None,
+) -> tuple[BlockRunner, np.ndarray]:
+    """Checks map_blocks' arguments (before any work starts). `overlap`:
+    map_overlap's ``(depth, boundary, trim, target)``, where ``target(shape,
+    itemsize)`` gives the block size in bytes when `chunks` is not given."""
+    what = "map_blocks" if overlap is None else "map_overlap"
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     if not arrays:
-        raise ValueError("map_blocks needs at least one array")
+        raise ValueError(f"{what} needs at least one array")
     inputs = [np.asarray(a) if not isinstance(a, np.ndarray) else a for a in arrays]
     try:
         shape = np.broadcast_shapes(*(a.shape for a in inputs))
     except ValueError:
         shapes = ", ".join(str(a.shape) for a in inputs)
         raise ValueError(f"the arrays do not broadcast to one shape: {shapes}") from None
+    halo = None if overlap is None else Halo(overlap[0], overlap[1], len(shape))
     want = np.dtype(dtype) if dtype is not None else np.result_type(*inputs)
     lazy = out is None
     if out is None:
@@ -864,9 +938,17 @@ def _plan_blocks(fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any) -> t
             raise ValueError(f"out has dtype {out.dtype}, which the inputs' {want} cannot be cast to")
         if not out.flags.writeable:
             raise ValueError("out is read-only")
-    grid = normalize_chunks(chunks, shape, out.dtype.itemsize)
+    if halo is not None and chunks is None:
+        grid = halo.chunks(shape, out.dtype.itemsize, overlap[3](shape, out.dtype.itemsize))  # type: ignore[index]
+    else:
+        grid = normalize_chunks(chunks, shape, out.dtype.itemsize)
+    if halo is not None:
+        halo.check(grid, [a.dtype for a in inputs])
     views = [np.broadcast_to(_share(a), shape, subok=True) for a in inputs]
-    runner = BlockRunner(fn, views, out, grid)
+    if halo is None:
+        runner = BlockRunner(fn, views, out, grid, kwargs)
+    else:
+        runner = OverlapRunner(fn, views, out, grid, kwargs, halo, overlap[2])  # type: ignore[index]
     runner.lazy = lazy
     return runner, out
 
@@ -895,6 +977,7 @@ def map(
 
 def map_blocks(
     fn: Callable,
+    /,
     *arrays: Any,
     chunks: Any = None,
     out: np.ndarray | None = None,
@@ -903,20 +986,72 @@ def map_blocks(
     progress: bool = False,
     start_method: str | None = None,
     executor: Any = None,
+    **kwargs: Any,
 ) -> SharedArray:
     """:meth:`Pool.map_blocks` on a pool started for the call, or on
     `executor`: an ndshm :class:`Pool` or a ``distributed.Client`` (whose
-    workers on other hosts get the bytes of their blocks)."""
+    workers on other hosts get the bytes of their blocks). Other keyword
+    arguments go to ``fn`` (see :data:`RESERVED`)."""
+    _check_kwargs("map_blocks", kwargs)
     if isinstance(executor, Pool):
-        return executor.map_blocks(fn, *arrays, chunks=chunks, out=out, dtype=dtype, progress=progress)
+        return executor.map_blocks(
+            fn, *arrays, chunks=chunks, out=out, dtype=dtype, progress=progress, **kwargs
+        )
     if executor is not None:
         from .dask.executor import _check_client, auto_chunks, map_blocks_on
 
         _check_client(executor)
         if chunks is None:
             chunks = auto_chunks(executor, arrays, dtype)
-        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
+        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype, kwargs)
         return map_blocks_on(executor, runner, out, progress)
-    runner, out = _plan_blocks(fn, arrays, chunks, out, dtype)
+    runner, out = _plan_blocks(fn, arrays, chunks, out, dtype, kwargs)
+    with Pool(workers, start_method) as pool:
+        return pool._run_blocks(runner, out, None, progress)
+
+
+def map_overlap(
+    fn: Callable,
+    /,
+    *arrays: Any,
+    depth: Any,
+    boundary: Any = None,
+    chunks: Any = None,
+    out: np.ndarray | None = None,
+    dtype: Any = None,
+    trim: bool = True,
+    workers: int | None = None,
+    progress: bool = False,
+    start_method: str | None = None,
+    executor: Any = None,
+    **kwargs: Any,
+) -> SharedArray:
+    """:meth:`Pool.map_overlap` on a pool started for the call, or on
+    `executor`: an ndshm :class:`Pool` or a ``distributed.Client`` (whose
+    workers on other hosts get the bytes of their blocks and halos)."""
+    _check_kwargs("map_overlap", kwargs)
+    if isinstance(executor, Pool):
+        return executor.map_overlap(
+            fn,
+            *arrays,
+            depth=depth,
+            boundary=boundary,
+            chunks=chunks,
+            out=out,
+            dtype=dtype,
+            trim=trim,
+            progress=progress,
+            **kwargs,
+        )
+    if executor is not None:
+        from .dask.executor import _check_client, block_bytes, map_blocks_on
+
+        _check_client(executor)
+        spec = (depth, boundary, trim, functools.partial(block_bytes, executor))
+        runner, out = _plan_blocks(fn, arrays, chunks, out, dtype, kwargs, spec)
+        return map_blocks_on(executor, runner, out, progress)
+    n = workers if isinstance(workers, int) and workers > 0 else _default_workers()
+    spec = (depth, boundary, trim, functools.partial(_overlap_bytes, workers=n))
+    runner, out = _plan_blocks(fn, arrays, chunks, out, dtype, kwargs, spec)
     with Pool(workers, start_method) as pool:
         return pool._run_blocks(runner, out, None, progress)

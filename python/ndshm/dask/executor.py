@@ -1,4 +1,5 @@
-"""``ndshm.map`` and ``ndshm.map_blocks`` run on a ``distributed.Client``.
+"""``ndshm.map``, ``ndshm.map_blocks`` and ``ndshm.map_overlap`` run on a
+``distributed.Client``.
 
 The same calls as on the local engine. Each task's data is scattered to
 the worker that runs it, through ndshm's serializer: workers on this host
@@ -104,8 +105,8 @@ def map_blocks_on(client: Any, runner: BlockRunner, out: SharedArray, progress: 
     nblocks = math.prod(len(s) for s in runner.grid)
     inputs = []
     for index in range(nblocks):
-        sl = runner.slices(runner.location(index))
-        inputs.append([a[sl] for a in runner.arrays])
+        loc = runner.location(index)
+        inputs.append(runner.inputs(loc, runner.slices(loc)))
     data = client.scatter(inputs, direct=True, hash=False)
     # The runner writes blocks in place where `out` maps, else returns them.
     futures = client.map(runner, range(nblocks), data, pure=False)
