@@ -35,7 +35,7 @@ from procwatch import alive, wait_for
 
 import ndshm
 import ndshm.dask
-from ndshm.handles import segment_of as _segment_of
+from ndshm.handles import segment_of
 
 KIB = 1024
 HERE = "tcp://127.0.0.1:1234"  # a recipient on this host
@@ -98,7 +98,7 @@ def data_bytes(v) -> int:
 def segment_file(a) -> tuple[int, int]:
     """(device, inode) of the file behind the anonymous array `a` (a memfd,
     or for a big one, an unnamed file in ndshm's private tmpfs)."""
-    st = os.fstat(_segment_of(a).fd)
+    st = os.fstat(segment_of(a).fd)
     return st.st_dev, st.st_ino
 
 
@@ -306,7 +306,7 @@ def test_spilled_to_disk_as_bytes(view):
 def test_private_memory_travels_as_bytes():
     a = ndshm.from_array(np.arange(1000.0))
     picked = a[np.arange(0, 1000, 7)]  # a SharedArray in private memory
-    assert isinstance(picked, ndshm.SharedArray) and _segment_of(picked) is None
+    assert isinstance(picked, ndshm.SharedArray) and segment_of(picked) is None
     for x in (picked, a + 1, a.copy()):
         got, nbytes = send(x, HERE)
         assert type(got) is np.ndarray and nbytes >= x.nbytes
@@ -356,7 +356,7 @@ def test_a_handle_sent_and_received_settles_its_handoff():
     a = ndshm.from_array(np.arange(4096.0))
     got, _ = send(a, HERE)
     assert np.shares_memory(got, a)
-    assert _segment_of(a).pending == 0
+    assert segment_of(a).pending == 0
 
 
 # --------------------------------------------------------------------------
@@ -457,7 +457,7 @@ def test_tokenize_is_by_identity_not_contents():
     # A SharedArray in private memory (fancy indexing) is tokenized by its
     # contents, as dask does for ndarrays.
     picked = a[np.arange(0, 1000, 7)]
-    assert _segment_of(picked) is None
+    assert segment_of(picked) is None
     before = tokenize(picked)
     assert tokenize(a[np.arange(0, 1000, 7)]) == before
     picked[0] = 5.0
@@ -820,7 +820,7 @@ import numpy as np
 from distributed import Client, LocalCluster, get_task_stream
 
 import ndshm
-from ndshm.handles import segment_of as _segment_of
+from ndshm.handles import segment_of
 
 
 def total(x):
@@ -835,7 +835,7 @@ if __name__ == "__main__":
     fut = client.scatter(a, broadcast=True, direct=True)
     for w in client.scheduler_info(n_workers=-1)["workers"]:
         assert client.submit(total, fut, workers=[w], pure=False).result() == ("SharedArray", float(a.sum()))
-    st = os.stat(f"/proc/self/fd/{_segment_of(a).fd}")
+    st = os.stat(f"/proc/self/fd/{segment_of(a).fd}")
     print(st.st_dev, st.st_ino, *client.run(os.getpid).values(), flush=True)
     sys.stdin.read()  # until killed
 """
@@ -897,6 +897,6 @@ def test_results_dropped_by_the_caller_are_freed(client):
     ):
         r = compute()
         assert np.array_equal(r, np.arange(10_000.0) * 2)
-        gone = weakref.ref(_segment_of(r))
+        gone = weakref.ref(segment_of(r))
         del r
         assert wait_for(lambda gone=gone: gc.collect() >= 0 and gone() is None, 10.0)

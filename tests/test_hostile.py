@@ -33,7 +33,7 @@ import pytest
 
 import ndshm
 from ndshm import _native
-from ndshm.handles import segment_of as _segment_of
+from ndshm.handles import segment_of
 from tests.helpers.wire import DTYPE, REF_ONLY, VERSION, Handle, rebuild, wire_of
 from tests.test_hugepages import fd_link
 
@@ -157,7 +157,7 @@ def test_duplicate_name_is_file_exists_and_first_is_untouched(shm_name, default_
     a = ndshm.from_array(np.arange(100.0), name=shm_name)
     path = default_dir / f"ndshm-{shm_name}"
     content, ino = path.read_bytes(), path.stat().st_ino
-    seg_id = _segment_of(a).id
+    seg_id = segment_of(a).id
     with pytest.raises(FileExistsError):
         ndshm.zeros(5, name=shm_name)
     with pytest.raises(FileExistsError):
@@ -179,7 +179,7 @@ def test_duplicate_name_is_file_exists_and_first_is_untouched(shm_name, default_
     assert b.returncode == 0, b.stderr
     assert b.stdout.split() == ["float64", "(100,)", str(float(np.arange(100.0).sum()))]
     assert ndshm.info(shm_name).status == "ready"
-    assert _segment_of(ndshm.attach(shm_name)).id == seg_id
+    assert segment_of(ndshm.attach(shm_name)).id == seg_id
 
 
 def test_missing_name(shm_name):
@@ -591,7 +591,7 @@ def test_every_single_byte_corruption_of_a_handle_is_safe(shm_name, tmp_path):
         assert sum(outcomes.values()) >= 3 * rep["bytes"]
         assert outcomes.get("ValueError", 0) > 0
         assert "bad" not in outcomes
-    assert _segment_of(anon).pending == 0
+    assert segment_of(anon).pending == 0
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -607,7 +607,7 @@ def target(shm_name):
     """A named and an anonymous segment of 10 float64 (80 data bytes) and their refs."""
     named = ndshm.from_array(np.arange(10.0), name=shm_name)
     anon = ndshm.from_array(np.arange(10.0))
-    nseg, aseg = _segment_of(named), _segment_of(anon)
+    nseg, aseg = segment_of(named), segment_of(anon)
     yield {
         "named": (named, nseg, (shm_name, nseg.id)),
         "anonymous": (anon, aseg, (os.getpid(), aseg.fd, aseg.id)),

@@ -17,8 +17,8 @@ import pytest
 import scipy.ndimage as ndi
 
 import ndshm
-from ndshm.arrays import _segment_of
 from ndshm.blocks import normalize_chunks
+from ndshm.handles import segment_of
 from ndshm.pool import _plan_blocks
 
 WORKERS = 2
@@ -239,7 +239,7 @@ def test_halos_are_views_of_the_shared_input(pool):
     a = ndshm.from_array(np.ones((64, 64)))
 
     def shared(b):
-        return np.full(b.shape, _segment_of(b) is not None)
+        return np.full(b.shape, segment_of(b) is not None)
 
     got = pool.map_overlap(shared, a, depth=2, boundary="none", chunks=16)
     assert got.all()

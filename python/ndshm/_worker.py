@@ -19,7 +19,7 @@ import numpy as np
 from . import _native
 from .arrays import from_array
 from .blocks import BlockRunner
-from .handles import segment_of as _segment_of
+from .handles import segment_of
 
 # Job kinds: how a task's items are applied to the job's function.
 MAP = 0  # fn(item)
@@ -125,7 +125,7 @@ def _retire(board: _native.Board, jobs: dict, kept: dict) -> None:
         _kind, fn = jobs.pop(job)
         if isinstance(fn, BlockRunner):
             for a in (*fn.arrays, fn.out):
-                seg = _segment_of(a)
+                seg = segment_of(a)
                 if seg is not None and seg.name is None:
                     kept.setdefault(seg.id, a)
     dropped = [sid for sid, a in kept.items() if not _held(a)]
@@ -136,7 +136,7 @@ def _retire(board: _native.Board, jobs: dict, kept: dict) -> None:
 
 
 def _held(a: np.ndarray) -> bool:
-    seg = _segment_of(a)
+    seg = segment_of(a)
     return seg is not None and seg.held_by_creator()
 
 
@@ -163,7 +163,7 @@ def main(board_array: np.ndarray, index: int) -> None:
     # Ctrl-C is the parent's to handle: it stops the work and the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _keep_freed_memory()
-    seg = _segment_of(board_array)
+    seg = segment_of(board_array)
     assert seg is not None, "the board is a shared array"
     board = _native.Board.open(seg)
     board.exit_with_owner(0.5)

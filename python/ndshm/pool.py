@@ -31,7 +31,7 @@ import numpy as np
 from . import _native, _worker, sharing
 from .arrays import SharedArray, empty, empty_lazy, from_array
 from .blocks import BlockRunner, normalize_chunks
-from .handles import segment_of as _segment_of
+from .handles import segment_of
 from .overlap import Halo, OverlapRunner
 from .progress import Progress
 
@@ -392,7 +392,7 @@ class Pool(Executor):
         self.start_method = method
         self.workers = workers
         self._board_array = empty(_native.Board.size(workers), np.uint8)
-        seg = _segment_of(self._board_array)
+        seg = segment_of(self._board_array)
         assert seg is not None
         self._board = _native.Board.init(seg, workers)
         self._parent = _native.Parent(self._board)
