@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension (checked against the built module by mypy.stubtest)."""
 
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import numpy as np
 from typing_extensions import disjoint_base
@@ -119,35 +119,22 @@ class Lock:
 
 @final
 class Completion:
-    @property
-    def task(self) -> int: ...
-    @property
-    def job(self) -> int: ...
-    @property
-    def tag(self) -> int: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def state(self) -> int: ...
-    @property
-    def worker(self) -> int: ...
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def elapsed_ns(self) -> int: ...
+    task: Final[int]
+    job: Final[int]
+    tag: Final[int]
+    count: Final[int]
+    state: Final[int]
+    worker: Final[int]
+    payload: Final[bytes]
+    elapsed_ns: Final[int]
 
 @final
 class Claimed:
-    @property
-    def task(self) -> int: ...
-    @property
-    def job(self) -> int: ...
-    @property
-    def tag(self) -> int: ...
-    @property
-    def count(self) -> int: ...
-    @property
-    def payload(self) -> bytes: ...
+    task: Final[int]
+    job: Final[int]
+    tag: Final[int]
+    count: Final[int]
+    payload: Final[bytes]
 
 @final
 class Board:

@@ -7,7 +7,7 @@ use crate::PySegment;
 use ndshm::dispatch::{state, Board, Claim, Claimed, Completion, Geometry, Parent, Worker};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyInt, PyList};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,27 +175,29 @@ impl PyBoard {
     }
 }
 
-/// A finished task as the parent collects it.
+/// A finished task as the parent collects it. Its fields are Python
+/// objects so that reading one is a struct member access, as fast as a
+/// tuple's item.
 #[pyclass(frozen, module = "ndshm._native", name = "Completion")]
 pub struct PyCompletion {
     #[pyo3(get)]
-    task: u64,
+    task: Py<PyInt>,
     #[pyo3(get)]
-    job: u64,
+    job: Py<PyInt>,
     #[pyo3(get)]
-    tag: u64,
+    tag: Py<PyInt>,
     #[pyo3(get)]
-    count: u32,
+    count: Py<PyInt>,
     /// `TASK_DONE`, `TASK_FAILED`, `TASK_SKIPPED` or `TASK_DIED`.
     #[pyo3(get)]
-    state: u8,
+    state: Py<PyInt>,
     /// The worker that ran it.
     #[pyo3(get)]
-    worker: u32,
+    worker: Py<PyInt>,
     #[pyo3(get)]
     payload: Py<PyBytes>,
     #[pyo3(get)]
-    elapsed_ns: u64,
+    elapsed_ns: Py<PyInt>,
 }
 
 #[pymethods]
@@ -208,16 +210,26 @@ impl PyCompletion {
     }
 }
 
-fn completions<'py>(py: Python<'py>, out: Vec<Completion>) -> PyResult<Bound<'py, PyList>> {
+fn int<T>(py: Python<'_>, v: T) -> Py<PyInt>
+where
+    T: for<'py> IntoPyObject<'py, Target = PyInt, Output = Bound<'py, PyInt>, Error = std::convert::Infallible>,
+{
+    match v.into_pyobject(py) {
+        Ok(i) => i.unbind(),
+        Err(never) => match never {},
+    }
+}
+
+fn completions(py: Python<'_>, out: Vec<Completion>) -> PyResult<Bound<'_, PyList>> {
     let records = out.into_iter().map(|c| PyCompletion {
-        task: c.task,
-        job: c.job,
-        tag: c.tag,
-        count: c.count,
-        state: c.state,
-        worker: c.worker,
+        task: int(py, c.task),
+        job: int(py, c.job),
+        tag: int(py, c.tag),
+        count: int(py, c.count),
+        state: int(py, c.state),
+        worker: int(py, c.worker),
         payload: PyBytes::new(py, &c.payload).unbind(),
-        elapsed_ns: c.elapsed_ns,
+        elapsed_ns: int(py, c.elapsed_ns),
     });
     PyList::new(py, records.map(|r| Bound::new(py, r)).collect::<PyResult<Vec<_>>>()?)
 }
@@ -312,17 +324,17 @@ pub struct PyWorker {
     worker: Worker,
 }
 
-/// A task as a worker claims it.
+/// A task as a worker claims it (fields as in [`PyCompletion`]).
 #[pyclass(frozen, module = "ndshm._native", name = "Claimed")]
 pub struct PyClaimed {
     #[pyo3(get)]
-    task: u64,
+    task: Py<PyInt>,
     #[pyo3(get)]
-    job: u64,
+    job: Py<PyInt>,
     #[pyo3(get)]
-    tag: u64,
+    tag: Py<PyInt>,
     #[pyo3(get)]
-    count: u32,
+    count: Py<PyInt>,
     #[pyo3(get)]
     payload: Py<PyBytes>,
 }
@@ -336,7 +348,10 @@ impl PyClaimed {
 
 fn claimed(py: Python<'_>, t: Claimed) -> PyResult<Bound<'_, PyClaimed>> {
     let payload = PyBytes::new(py, &t.payload).unbind();
-    Bound::new(py, PyClaimed { task: t.task, job: t.job, tag: t.tag, count: t.count, payload })
+    Bound::new(
+        py,
+        PyClaimed { task: int(py, t.task), job: int(py, t.job), tag: int(py, t.tag), count: int(py, t.count), payload },
+    )
 }
 
 #[pymethods]

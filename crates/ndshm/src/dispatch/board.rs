@@ -36,7 +36,7 @@ pub(crate) struct JobEntry(usize);
 
 /// A board mapped in this process.
 ///
-/// Every word is reached through a [`Word`] of a fixed area (header, a
+/// Every word is reached through a `Word` of a fixed area (header, a
 /// worker slot, a task slot, a job entry) whose index is checked or masked
 /// to the geometry, which itself is checked to match the mapping: so no
 /// access can leave the board. Ring payloads, whose positions come from the

@@ -28,7 +28,7 @@ pub(crate) const SLOT: usize = 64;
 /// Bytes of one job-table entry; a job's function larger than
 /// `JOB_BYTES - JOB_HEAD` is stored elsewhere by the caller (a segment handle).
 pub const JOB_BYTES: usize = 4096;
-/// Bytes before a job's function in its entry (see [`job`]).
+/// Bytes before a job's function in its entry (its fields: `layout::job`).
 pub const JOB_HEAD: usize = 24;
 /// At most this many workers per board (the state word has 8 bits for one).
 pub const MAX_WORKERS: u32 = 255;

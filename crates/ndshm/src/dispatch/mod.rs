@@ -1,12 +1,12 @@
 //! The dispatch board: a task queue in shared memory between one parent
 //! (the pool) and its worker processes. See `docs/ENGINE.md`.
 //!
-//! - [`layout`]: where every word lies, the task states and the state word;
-//! - [`board`](Board): a board mapped in this process, its words and waits;
+//! - `layout`: where every word lies, the task states and the state word;
+//! - `board`: a [`Board`] mapped in this process, its words and waits;
 //! - `ring`: the byte rings that carry payloads;
-//! - [`Parent`] and [`Worker`]: the two sides of the protocol;
-//! - [`exit_with_owner`]: workers leave with the pool's process;
-//! - [`error`]: what each operation can fail with.
+//! - `parent` and `worker`: the two sides of the protocol ([`Parent`], [`Worker`]);
+//! - `owner`: [`exit_with_owner`], workers leave with the pool's process;
+//! - `error`: what each operation can fail with.
 //!
 //! A task slot's state word packs `task number << 16 | worker << 8 | state`:
 //! workers claim a task by compare-and-swap on it, so the claim and the
@@ -20,8 +20,8 @@
 //! a corrupt one is an error, never a panic or an access outside the board.
 
 mod board;
-pub mod error;
-pub mod layout;
+mod error;
+mod layout;
 mod owner;
 mod parent;
 mod ring;
