@@ -7,6 +7,7 @@ use crate::PySegment;
 use ndshm::dispatch::{state, Board, Claim, Claimed, Completion, Geometry, Parent, Worker};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyInt, PyList};
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,7 +277,8 @@ impl PyParent {
     fn publish_many(&self, job: u64, tasks: &Bound<'_, PyList>) -> PyResult<usize> {
         let mut parent = self.parent.lock();
         for (i, t) in tasks.iter().enumerate() {
-            let (tag, count, payload): (u64, u32, Vec<u8>) = t.extract()?;
+            // Borrowed, not copied: the bytes object stays alive meanwhile.
+            let (tag, count, payload): (u64, u32, PyBackedBytes) = t.extract()?;
             if parent.publish(job, tag, count, &payload).map_err(dispatch_err)?.is_none() {
                 return Ok(i);
             }
