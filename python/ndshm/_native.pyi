@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension (checked against the built module by mypy.stubtest)."""
 
-from typing import Any, TypeVar, final
+from typing import Any, Final, TypeVar, final
 
 import numpy as np
 from typing_extensions import disjoint_base
@@ -11,8 +11,17 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_NAME_LEN",
     "PAGE",
+    "TASK_CLAIMED",
+    "TASK_DIED",
+    "TASK_DONE",
+    "TASK_EMPTY",
+    "TASK_FAILED",
+    "TASK_READY",
+    "TASK_SKIPPED",
     "AbandonedSegment",
     "Board",
+    "Claimed",
+    "Completion",
     "CorruptSegment",
     "ForeignHandle",
     "Lock",
@@ -51,6 +60,13 @@ __all__ = [
 PAGE: int
 FORMAT_VERSION: int
 MAX_NAME_LEN: int
+TASK_EMPTY: int
+TASK_READY: int
+TASK_CLAIMED: int
+TASK_DONE: int
+TASK_FAILED: int
+TASK_SKIPPED: int
+TASK_DIED: int
 
 @final
 class Segment:
@@ -107,7 +123,24 @@ class Lock:
     def release_read(self, slot: int) -> None: ...
     def locked(self) -> bool: ...
 
-_Completion = tuple[int, int, int, int, int, int, bytes, int]
+@final
+class Completion:
+    task: Final[int]
+    job: Final[int]
+    tag: Final[int]
+    count: Final[int]
+    state: Final[int]
+    worker: Final[int]
+    payload: Final[bytes]
+    elapsed_ns: Final[int]
+
+@final
+class Claimed:
+    task: Final[int]
+    job: Final[int]
+    tag: Final[int]
+    count: Final[int]
+    payload: Final[bytes]
 
 @final
 class Board:
@@ -154,7 +187,7 @@ class Board:
     def notify_done(self) -> None: ...
     def worker_pid(self, w: int) -> int: ...
     def worker_done(self, w: int) -> int: ...
-    def job(self, id: int) -> tuple[int, bytes]: ...
+    def job(self, id: int) -> bytes: ...
     def exit_with_owner(self, interval: float = 0.5) -> None: ...
 
 @final
@@ -162,7 +195,7 @@ class Parent:
     def __new__(cls, board: Board) -> Parent: ...
     @property
     def in_flight(self) -> int: ...
-    def open_job(self, id: int, flags: int, func: bytes) -> bool: ...
+    def open_job(self, id: int, func: bytes) -> bool: ...
     def cancel_job(self, id: int) -> None: ...
     def close_job(self, id: int) -> None: ...
     def publish(self, job: int, tag: int, count: int, payload: bytes) -> int | None: ...
@@ -170,14 +203,14 @@ class Parent:
     def cancel_task(self, n: int) -> bool: ...
     def task_state(self, n: int) -> int | None: ...
     def wake_workers(self, n: int) -> None: ...
-    def poll(self) -> list[_Completion]: ...
-    def bury_worker(self, w: int) -> list[_Completion]: ...
+    def poll(self) -> list[Completion]: ...
+    def bury_worker(self, w: int) -> list[Completion]: ...
 
 @final
 class Worker:
     def __new__(cls, board: Board, index: int) -> Worker: ...
-    def claim(self, timeout: float) -> tuple[int, int, int, int, bytes] | None: ...
-    def complete(self, task: int, ok: bool, payload: bytes, elapsed_ns: int) -> bool: ...
+    def claim(self, timeout: float) -> Claimed | None: ...
+    def complete(self, task: int, state: int, payload: bytes, elapsed_ns: int) -> bool: ...
 
 @final
 class ForeignHandle:

@@ -42,6 +42,9 @@ _RECHECK = 1.0
 _dumps = pickle.dumps
 _loads = pickle.loads
 
+# A task's outcomes, as the board records them.
+DONE, FAILED = _native.TASK_DONE, _native.TASK_FAILED
+
 
 class Spilled:
     """Bytes too big for the board, in an anonymous shared segment; pickles
@@ -141,8 +144,7 @@ def _held(a: np.ndarray) -> bool:
 
 
 def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
-    _flags, data = board.job(job)
-    return unpack(data)
+    return unpack(board.job(job))
 
 
 def _keep_freed_memory() -> None:
@@ -182,7 +184,7 @@ def main(board_array: np.ndarray, index: int) -> None:
             idle = _RECHECK if kept else _IDLE
             continue
         idle = _SETTLE
-        task, job, tag, _count, payload = t
+        task, job = t.task, t.job
         start = perf_counter_ns()
         results: list | None = []
         try:
@@ -194,7 +196,7 @@ def main(board_array: np.ndarray, index: int) -> None:
                 _retire(board, jobs, kept)
                 jobs[job] = kind_fn
             kind, fn = kind_fn
-            items = unpack(payload)
+            items = unpack(t.payload)
             if kind == MAP:
                 results.extend(map(fn, items))
             elif kind == STAR:
@@ -209,8 +211,8 @@ def main(board_array: np.ndarray, index: int) -> None:
             try:
                 ok, out = True, pack(results, limit)
             except Exception as exc:
-                ok, out = False, _failure([], _unpicklable(results, exc, tag), limit)
+                ok, out = False, _failure([], _unpicklable(results, exc, t.tag), limit)
         # Hold nothing of this task past it: only `jobs` keeps arrays.
-        results = items = fn = kind_fn = None
-        if not complete(task, ok, out, perf_counter_ns() - start):
+        results = items = fn = kind_fn = t = None
+        if not complete(task, DONE if ok else FAILED, out, perf_counter_ns() - start):
             return

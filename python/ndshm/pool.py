@@ -37,8 +37,13 @@ from .progress import Progress
 
 __all__ = ["Pool", "RemoteTraceback", "WorkerDied", "map", "map_blocks", "map_overlap"]
 
-# Task states, as the board reports them.
-_CLAIMED, _DONE, _FAILED, _SKIPPED, _DIED = 2, 3, 4, 5, 6
+# Task states, as the board reports them (declared by the core).
+_CLAIMED, _DONE, _FAILED, _DIED = (
+    _native.TASK_CLAIMED,
+    _native.TASK_DONE,
+    _native.TASK_FAILED,
+    _native.TASK_DIED,
+)
 _FUTURES = 1  # the job id of submit()'s tasks
 # How often the parent checks that its workers are alive.
 _CHECK = 0.1
@@ -401,7 +406,7 @@ class Pool(Executor):
         self._jobs: dict[int, _Job] = {}
         self._job_ids = itertools.count(_FUTURES + 1)
         self._futures = _FutureJob()
-        self._parent.open_job(_FUTURES, 0, _pack_fn(_worker.DIRECT, None, self._board.max_job))
+        self._parent.open_job(_FUTURES, _pack_fn(_worker.DIRECT, None, self._board.max_job))
         self._jobs[_FUTURES] = self._futures
         self._future_tags = itertools.count()
         self._collector: threading.Thread | None = None
@@ -445,10 +450,10 @@ class Pool(Executor):
             started = self._board.worker_pid(i) == p.pid
             self._start_deaths = 0 if started else self._start_deaths + 1
             for c in self._parent.bury_worker(i):
-                _task, job_id, tag, count, state, _w, payload, elapsed = c
-                job = self._jobs.get(job_id)
+                job = self._jobs.get(c.job)
                 if job is None:
                     continue
+                tag, count, state, payload = c.tag, c.count, c.state, c.payload
                 if state == _DIED:
                     what = f"{job.items(tag, count)} of {job.what}"
                     payload = WorkerDied(
@@ -457,7 +462,7 @@ class Pool(Executor):
                         pid=p.pid,
                         exitcode=code,
                     )
-                self._deliver(job, tag, count, state, payload, elapsed)
+                self._deliver(job, tag, count, state, payload, c.elapsed_ns)
             p.close()
             self._procs[i] = None
             if self._start_deaths >= _START_DEATHS and self._broken is None:
@@ -494,10 +499,10 @@ class Pool(Executor):
             got = self._parent.poll()
             others = False
             jobs = self._jobs
-            for _task, job_id, tag, count, state, _w, payload, elapsed in got:
-                job = jobs.get(job_id)
+            for c in got:
+                job = jobs.get(c.job)
                 if job is not None:
-                    self._deliver(job, tag, count, state, payload, elapsed)
+                    self._deliver(job, c.tag, c.count, c.state, c.payload, c.elapsed_ns)
                     others = others or job is not me
             now = time.monotonic()
             if now >= self._next_check:
@@ -562,7 +567,7 @@ class Pool(Executor):
         while True:
             with self._lock:
                 self._check_open()
-                if self._parent.open_job(job.id, 0, data):
+                if self._parent.open_job(job.id, data):
                     self._jobs[job.id] = job
                     return job
             self._pump(_CHECK)

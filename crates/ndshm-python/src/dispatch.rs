@@ -1,14 +1,37 @@
 //! `ndshm._native.Board`, `Parent` and `Worker`: the dispatch board of a
-//! pool, for `ndshm.pool`. Waits release the GIL.
+//! pool, for `ndshm.pool`, with the records they hand out (`Completion`,
+//! `Claimed`) and the task states (`TASK_*`). Waits release the GIL.
 
 use crate::errors::dispatch_err;
 use crate::PySegment;
-use ndshm::dispatch::{Board, Claim, Claimed, Completion, Geometry, Parent, Worker};
+use ndshm::dispatch::{state, Board, Claim, Claimed, Completion, Geometry, Parent, Worker};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::pybacked::PyBackedBytes;
+use pyo3::types::{PyBytes, PyInt, PyList};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Adds the dispatch classes and the task states to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyBoard>()?;
+    m.add_class::<PyParent>()?;
+    m.add_class::<PyWorker>()?;
+    m.add_class::<PyCompletion>()?;
+    m.add_class::<PyClaimed>()?;
+    for (name, value) in [
+        ("TASK_EMPTY", state::EMPTY),
+        ("TASK_READY", state::READY),
+        ("TASK_CLAIMED", state::CLAIMED),
+        ("TASK_DONE", state::DONE),
+        ("TASK_FAILED", state::FAILED),
+        ("TASK_SKIPPED", state::SKIPPED),
+        ("TASK_DIED", state::DIED),
+    ] {
+        m.add(name, value)?;
+    }
+    Ok(())
+}
 
 fn secs(t: f64) -> Duration {
     Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)
@@ -28,7 +51,7 @@ impl PyBoard {
     fn size(workers: u32, capacity: u32, jobs: u32, input_len: u64, output_len: u64) -> PyResult<usize> {
         let geo = Geometry { workers, capacity, jobs, input_len, output_len };
         Board::header(&geo).map_err(dispatch_err)?;
-        Ok(geo.len())
+        Ok(geo.bytes())
     }
 
     /// Lays out a new board in `segment` (fresh, `|u1`, `size(...)` bytes).
@@ -133,39 +156,83 @@ impl PyBoard {
     }
 
     fn worker_pid(&self, w: u32) -> PyResult<u32> {
-        self.check_worker(w)?;
-        Ok(self.board.worker_pid(w))
+        self.board.worker_pid(w).map_err(dispatch_err)
     }
 
     fn worker_done(&self, w: u32) -> PyResult<u64> {
-        self.check_worker(w)?;
-        Ok(self.board.worker_done(w))
+        self.board.worker_done(w).map_err(dispatch_err)
     }
 
-    /// Job `id`'s function: (flags, bytes).
-    fn job<'py>(&self, py: Python<'py>, id: u64) -> PyResult<(u32, Bound<'py, PyBytes>)> {
-        let (flags, bytes) = self.board.job(id).map_err(dispatch_err)?;
-        Ok((flags, PyBytes::new(py, &bytes)))
+    /// Job `id`'s function.
+    fn job<'py>(&self, py: Python<'py>, id: u64) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self.board.job(id).map_err(dispatch_err)?;
+        Ok(PyBytes::new(py, &bytes))
     }
 
     /// Ends this process (at once) when the board's owner is gone.
     #[pyo3(signature = (interval=0.5))]
-    fn exit_with_owner(&self, interval: f64) {
-        ndshm::dispatch::exit_with_owner(self.board.clone(), secs(interval))
+    fn exit_with_owner(&self, interval: f64) -> PyResult<()> {
+        ndshm::dispatch::exit_with_owner(self.board.clone(), secs(interval)).map_err(dispatch_err)
     }
 }
 
-impl PyBoard {
-    fn check_worker(&self, w: u32) -> PyResult<()> {
-        if w >= self.board.geometry().workers {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!("no worker {w} on this board")));
-        }
-        Ok(())
+/// A finished task as the parent collects it. Its fields are Python
+/// objects so that reading one is a struct member access, as fast as a
+/// tuple's item.
+#[pyclass(frozen, module = "ndshm._native", name = "Completion")]
+pub struct PyCompletion {
+    #[pyo3(get)]
+    task: Py<PyInt>,
+    #[pyo3(get)]
+    job: Py<PyInt>,
+    #[pyo3(get)]
+    tag: Py<PyInt>,
+    #[pyo3(get)]
+    count: Py<PyInt>,
+    /// `TASK_DONE`, `TASK_FAILED`, `TASK_SKIPPED` or `TASK_DIED`.
+    #[pyo3(get)]
+    state: Py<PyInt>,
+    /// The worker that ran it.
+    #[pyo3(get)]
+    worker: Py<PyInt>,
+    #[pyo3(get)]
+    payload: Py<PyBytes>,
+    #[pyo3(get)]
+    elapsed_ns: Py<PyInt>,
+}
+
+#[pymethods]
+impl PyCompletion {
+    fn __repr__(&self) -> String {
+        format!(
+            "Completion(task={}, job={}, tag={}, count={}, state={}, worker={}, elapsed_ns={})",
+            self.task, self.job, self.tag, self.count, self.state, self.worker, self.elapsed_ns
+        )
     }
 }
 
-fn completion<'py>(py: Python<'py>, c: &Completion) -> PyResult<Bound<'py, PyTuple>> {
-    (c.task, c.job, c.tag, c.count, c.state, c.worker, PyBytes::new(py, &c.payload), c.elapsed_ns).into_pyobject(py)
+fn int<T>(py: Python<'_>, v: T) -> Py<PyInt>
+where
+    T: for<'py> IntoPyObject<'py, Target = PyInt, Output = Bound<'py, PyInt>, Error = std::convert::Infallible>,
+{
+    match v.into_pyobject(py) {
+        Ok(i) => i.unbind(),
+        Err(never) => match never {},
+    }
+}
+
+fn completions(py: Python<'_>, out: Vec<Completion>) -> PyResult<Bound<'_, PyList>> {
+    let records = out.into_iter().map(|c| PyCompletion {
+        task: int(py, c.task),
+        job: int(py, c.job),
+        tag: int(py, c.tag),
+        count: int(py, c.count),
+        state: int(py, c.state),
+        worker: int(py, c.worker),
+        payload: PyBytes::new(py, &c.payload).unbind(),
+        elapsed_ns: int(py, c.elapsed_ns),
+    });
+    PyList::new(py, records.map(|r| Bound::new(py, r)).collect::<PyResult<Vec<_>>>()?)
 }
 
 /// The pool's side of a board. Calls are serialized by a mutex; none waits.
@@ -188,8 +255,8 @@ impl PyParent {
     }
 
     /// Opens job `id` with its function; False if the job table is full.
-    fn open_job(&self, id: u64, flags: u32, func: &[u8]) -> PyResult<bool> {
-        self.parent.lock().open_job(id, flags, func).map_err(dispatch_err)
+    fn open_job(&self, id: u64, func: &[u8]) -> PyResult<bool> {
+        self.parent.lock().open_job(id, func).map_err(dispatch_err)
     }
 
     fn cancel_job(&self, id: u64) {
@@ -210,7 +277,8 @@ impl PyParent {
     fn publish_many(&self, job: u64, tasks: &Bound<'_, PyList>) -> PyResult<usize> {
         let mut parent = self.parent.lock();
         for (i, t) in tasks.iter().enumerate() {
-            let (tag, count, payload): (u64, u32, Vec<u8>) = t.extract()?;
+            // Borrowed, not copied: the bytes object stays alive meanwhile.
+            let (tag, count, payload): (u64, u32, PyBackedBytes) = t.extract()?;
             if parent.publish(job, tag, count, &payload).map_err(dispatch_err)?.is_none() {
                 return Ok(i);
             }
@@ -219,8 +287,8 @@ impl PyParent {
     }
 
     /// Withdraws task `n` if no worker claimed it yet; True if withdrawn.
-    fn cancel_task(&self, n: u64) -> bool {
-        self.parent.lock().cancel_task(n)
+    fn cancel_task(&self, n: u64) -> PyResult<bool> {
+        self.parent.lock().cancel_task(n).map_err(dispatch_err)
     }
 
     /// Task `n`'s state on the board, None once collected.
@@ -233,22 +301,22 @@ impl PyParent {
         self.parent.lock().wake_workers(n)
     }
 
-    /// Finished tasks: `(task, job, tag, count, state, worker, payload, elapsed_ns)`.
+    /// Finished tasks. A corrupt task on the board raises once the tasks
+    /// before it are handed out (it stays, and raises again next time).
     fn poll<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let mut out = Vec::new();
-        self.parent.lock().poll(&mut out);
-        PyList::new(py, out.iter().map(|c| completion(py, c)).collect::<PyResult<Vec<_>>>()?)
+        let polled = self.parent.lock().poll(&mut out);
+        match polled {
+            Err(e) if out.is_empty() => Err(dispatch_err(e)),
+            _ => completions(py, out),
+        }
     }
 
-    /// Worker `w` died: what it finished, and its task (state DIED).
+    /// Worker `w` died: what it finished, and its task (state TASK_DIED).
     fn bury_worker<'py>(&self, py: Python<'py>, w: u32) -> PyResult<Bound<'py, PyList>> {
-        let mut parent = self.parent.lock();
-        if w >= parent.board().geometry().workers {
-            return Err(pyo3::exceptions::PyValueError::new_err(format!("no worker {w} on this board")));
-        }
         let mut out = Vec::new();
-        parent.bury_worker(w, &mut out);
-        PyList::new(py, out.iter().map(|c| completion(py, c)).collect::<PyResult<Vec<_>>>()?)
+        self.parent.lock().bury_worker(w, &mut out).map_err(dispatch_err)?;
+        completions(py, out)
     }
 }
 
@@ -258,8 +326,34 @@ pub struct PyWorker {
     worker: Worker,
 }
 
-fn claimed<'py>(py: Python<'py>, t: &Claimed) -> PyResult<Bound<'py, PyTuple>> {
-    (t.task, t.job, t.tag, t.count, PyBytes::new(py, &t.payload)).into_pyobject(py)
+/// A task as a worker claims it (fields as in [`PyCompletion`]).
+#[pyclass(frozen, module = "ndshm._native", name = "Claimed")]
+pub struct PyClaimed {
+    #[pyo3(get)]
+    task: Py<PyInt>,
+    #[pyo3(get)]
+    job: Py<PyInt>,
+    #[pyo3(get)]
+    tag: Py<PyInt>,
+    #[pyo3(get)]
+    count: Py<PyInt>,
+    #[pyo3(get)]
+    payload: Py<PyBytes>,
+}
+
+#[pymethods]
+impl PyClaimed {
+    fn __repr__(&self) -> String {
+        format!("Claimed(task={}, job={}, tag={}, count={})", self.task, self.job, self.tag, self.count)
+    }
+}
+
+fn claimed(py: Python<'_>, t: Claimed) -> PyResult<Bound<'_, PyClaimed>> {
+    let payload = PyBytes::new(py, &t.payload).unbind();
+    Bound::new(
+        py,
+        PyClaimed { task: int(py, t.task), job: int(py, t.job), tag: int(py, t.tag), count: int(py, t.count), payload },
+    )
 }
 
 #[pymethods]
@@ -270,27 +364,27 @@ impl PyWorker {
         Ok(PyWorker { worker })
     }
 
-    /// The next task `(task, job, tag, count, payload)`, waiting up to
-    /// `timeout` s; None if there was none or the pool is shutting down.
-    fn claim<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        if let Some(t) = self.worker.try_claim() {
-            return claimed(py, &t).map(Some);
+    /// The next task, waiting up to `timeout` s; None if there was none or
+    /// the pool is shutting down.
+    fn claim<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Option<Bound<'py, PyClaimed>>> {
+        if let Some(t) = self.worker.try_claim().map_err(dispatch_err)? {
+            return claimed(py, t).map(Some);
         }
         let worker = &self.worker;
-        match py.detach(|| worker.claim(secs(timeout))) {
-            Claim::Task(t) => claimed(py, &t).map(Some),
+        match py.detach(|| worker.claim(secs(timeout))).map_err(dispatch_err)? {
+            Claim::Task(t) => claimed(py, t).map(Some),
             Claim::Idle | Claim::Shutdown => Ok(None),
         }
     }
 
-    /// Hands back a task's result (`ok`) or error; False if the pool shut
-    /// down while waiting for room.
-    fn complete(&self, py: Python<'_>, task: u64, ok: bool, payload: &[u8], elapsed_ns: u64) -> PyResult<bool> {
-        let st = if ok { ndshm::dispatch::state::DONE } else { ndshm::dispatch::state::FAILED };
+    /// Hands back a task's outcome (`TASK_DONE` with its result, or
+    /// `TASK_FAILED` with its error); False if the pool shut down while
+    /// waiting for room.
+    fn complete(&self, py: Python<'_>, task: u64, state: u8, payload: &[u8], elapsed_ns: u64) -> PyResult<bool> {
         let worker = &self.worker;
-        if worker.try_complete(task, st, payload, elapsed_ns).map_err(dispatch_err)? {
+        if worker.try_complete(task, state, payload, elapsed_ns).map_err(dispatch_err)? {
             return Ok(true);
         }
-        py.detach(|| worker.complete(task, st, payload, elapsed_ns)).map_err(dispatch_err)
+        py.detach(|| worker.complete(task, state, payload, elapsed_ns)).map_err(dispatch_err)
     }
 }

@@ -1,13 +1,14 @@
 //! The one place where core errors become Python exceptions (README,
 //! "Errors").
 
-use ndshm::dispatch::DispatchError;
+use ndshm::dispatch::{DispatchError, OwnerWatchError};
 use ndshm::{AttachError, CreateError, DTypeError, FormatError, HandleError, LockError, SegmentError, ViewError};
 use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError,
     PyTimeoutError, PyTypeError, PyValueError,
 };
 use pyo3::PyErr;
+use std::io::ErrorKind;
 
 pyo3::create_exception!(
     ndshm._native,
@@ -119,9 +120,19 @@ pub fn lock_err(e: LockError) -> PyErr {
     PyRuntimeError::new_err(e.to_string())
 }
 
-pub fn dispatch_err(e: DispatchError) -> PyErr {
+/// Every dispatch board error: a thread that cannot start is out of
+/// memory (or another OS error); the rest are bad arguments or a corrupt
+/// board, ValueError.
+pub fn dispatch_err(e: impl Into<DispatchError>) -> PyErr {
+    let e = e.into();
+    let msg = e.to_string();
     match e {
-        DispatchError::Segment(e) => seg_err(e),
-        e => PyValueError::new_err(e.to_string()),
+        DispatchError::OwnerWatch(OwnerWatchError(source)) => match (source.kind(), source.raw_os_error()) {
+            // ENOMEM, or EAGAIN: no room for another thread.
+            (ErrorKind::OutOfMemory | ErrorKind::WouldBlock, _) => PyMemoryError::new_err(msg),
+            (_, Some(errno)) => PyOSError::new_err((errno, msg)),
+            (_, None) => PyOSError::new_err(msg),
+        },
+        _ => PyValueError::new_err(msg),
     }
 }

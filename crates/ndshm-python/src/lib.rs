@@ -384,9 +384,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySegment>()?;
     m.add_class::<lock::PyLock>()?;
     lock::install(&m.py().get_type::<lock::PyLock>())?;
-    m.add_class::<dispatch::PyBoard>()?;
-    m.add_class::<dispatch::PyParent>()?;
-    m.add_class::<dispatch::PyWorker>()?;
+    dispatch::register(m)?;
     m.add("LockOwnerDied", m.py().get_type::<lock::LockOwnerDied>())?;
     m.add("CorruptSegment", m.py().get_type::<errors::CorruptSegment>())?;
     m.add("AbandonedSegment", m.py().get_type::<errors::AbandonedSegment>())?;
