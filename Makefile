@@ -7,7 +7,7 @@ DEPS := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: build demo test lint rust-test py-test stubtest bench clean
+.PHONY: build demo test lint rust-test py-test stubtest bench clean wheel test-pythons
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,17 @@ py-test: build
 	$(BIN)/python -m pytest -q tests
 
 test: lint stubtest rust-test py-test
+
+# The abi3 wheel users install (CPython 3.11 and later), in target/wheels.
+wheel: $(DEPS)
+	rm -f target/wheels/ndshm-*.whl
+	$(BIN)/maturin build --release --quiet --out target/wheels
+
+# The whole test suite against the installed wheel on the host's Python and
+# the newer CPythons of Debian chroots (see ci/test-pythons.sh; needs root).
+test-pythons: wheel
+	cargo build --release --quiet -p ndshm --example peer
+	ci/test-pythons.sh target/wheels/ndshm-*.whl target/release/examples/peer
 
 bench: build
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt

@@ -99,7 +99,11 @@ def _preload_forkserver() -> None:
         return
     if getattr(process.current_process(), "_inheriting", False):
         return  # a main module being imported to start a process: it cannot start any
-    server.set_forkserver_preload(["__main__", "ndshm._worker", "ndshm._forkserver"])
+    # Not "__main__": from late 3.13 releases the stdlib's server imports the
+    # main module itself for that entry, and until 3.15 with no error
+    # handling, so a program read from stdin or an unguarded main module
+    # killed the server. ndshm._forkserver imports it, on every version.
+    server.set_forkserver_preload(["ndshm._worker", "ndshm._forkserver"])
     prep = spawn.get_preparation_data("ndshm")
     if "init_main_from_path" not in prep:
         return  # an interactive session, `python -c`, or `python -m`
