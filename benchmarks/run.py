@@ -33,13 +33,14 @@ import core_bench
 import dask_bench
 import lock_bench
 import pool_bench
+import threads_bench
 
 SHM = Path("/dev/shm")
 
 # Each suite is a module with SECTION (its "## " heading in RESULTS.md),
 # INTRO, ORDER (its "### " subsections), BENCHMARKS (name -> function(cfg,
 # log) -> Result), and FULL / QUICK configurations.
-SUITES = [core_bench, lock_bench, pool_bench, dask_bench]
+SUITES = [core_bench, lock_bench, pool_bench, dask_bench, threads_bench]
 
 
 def _shm_listing() -> set[str]:

@@ -21,7 +21,8 @@ start=$SECONDS
 repo=$(cd "$(dirname "$0")/.." && pwd)
 wheel=$(realpath "${1:?usage: $0 WHEEL [PEER]}")
 peer=$(realpath "${2:-$repo/target/release/examples/peer}")
-pythons=${NDSHM_PYTHONS:-"host forky:3.13 forky:3.14 forky:3.15 trixie:3.13"}
+all_pythons="host forky:3.13 forky:3.14 forky:3.15 trixie:3.13"
+pythons=${NDSHM_PYTHONS:-$all_pythons}
 cache=${NDSHM_PYTHONS_CACHE:-/var/cache/ndshm-pythons}
 mirror=${NDSHM_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 host_python=${PYTHON:-python3}
@@ -45,10 +46,11 @@ cp "$peer" "$stage/src/target/release/examples/peer"
 cp "$wheel" "$stage/"
 wheel_name=$(basename "$wheel")
 
-# The Debian packages each suite needs for the Pythons asked of it.
+# The Debian packages of a suite's chroot: all its Pythons, whichever are
+# asked for this time, so that one chroot serves every selection.
 packages_for() {
     local suite=$1 list="iproute2" p
-    for p in $pythons; do
+    for p in $(printf '%s\n' $all_pythons $pythons | awk '!seen[$0]++'); do
         [[ $p == "$suite":* ]] && list+=",python${p#*:},python${p#*:}-venv"
     done
     echo "$list"

@@ -911,8 +911,14 @@ def map_blocks(
     executor: Any = None,
 ) -> SharedArray:
     """:meth:`Pool.map_blocks` on a pool started for the call, or on
-    `executor`: an ndshm :class:`Pool` or a ``distributed.Client`` (whose
-    workers on other hosts get the bytes of their blocks)."""
+    `executor`: an ndshm :class:`Pool`, a ``distributed.Client`` (whose
+    workers on other hosts get the bytes of their blocks), or ``"threads"``
+    (`workers` threads of this process, see :mod:`ndshm.threads`)."""
+    if isinstance(executor, str) and executor == "threads":
+        from . import threads
+
+        n = threads.check_workers(workers)
+        return threads.run_blocks(*_plan_blocks(fn, arrays, chunks, out, dtype), n, progress)
     if isinstance(executor, Pool):
         return executor.map_blocks(fn, *arrays, chunks=chunks, out=out, dtype=dtype, progress=progress)
     if executor is not None:
