@@ -7,7 +7,7 @@ DEPS := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: build demo test lint rust-test py-test stubtest bench clean wheel test-pythons
+.PHONY: build demo test lint rust-test py-test stubtest bench clean wheel test-pythons wheel-freethreaded check-freethreaded
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,17 @@ wheel: $(DEPS)
 test-pythons: wheel
 	cargo build --release --quiet -p ndshm --example peer
 	ci/test-pythons.sh target/wheels/ndshm-*.whl target/release/examples/peer
+
+# Free-threaded CPython (not supported yet, see docs/ENGINE.md): a
+# version-specific wheel for FT_PYTHON (PyO3 drops abi3 there by itself), and
+# a compile check of the bindings for free-threaded 3.14 with no interpreter.
+FT_PYTHON ?= python3.14t
+wheel-freethreaded: $(DEPS)
+	$(BIN)/maturin build --release --quiet --out target/wheels -i $(FT_PYTHON)
+
+check-freethreaded:
+	PYO3_CONFIG_FILE=$(abspath ci/pyo3-cpython-3.14t.cfg) cargo check --release --quiet \
+		-p ndshm-python --features extension-module --target-dir target/freethreaded
 
 bench: build
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r benchmarks/requirements.txt

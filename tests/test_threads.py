@@ -104,3 +104,8 @@ def test_threads_progress_bar_counts_every_block(capsys):
     ndshm.map_blocks(np.multiply, a, b, chunks=(30, -1), executor="threads", progress=True)
     err = capsys.readouterr().err
     assert "10/10" in err
+
+
+def test_an_unknown_executor_name_is_a_type_error():
+    with pytest.raises(TypeError, match="threads"):
+        ndshm.map_blocks(np.negative, np.zeros(3), executor="thread")

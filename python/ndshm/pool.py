@@ -914,7 +914,11 @@ def map_blocks(
     `executor`: an ndshm :class:`Pool`, a ``distributed.Client`` (whose
     workers on other hosts get the bytes of their blocks), or ``"threads"``
     (`workers` threads of this process, see :mod:`ndshm.threads`)."""
-    if isinstance(executor, str) and executor == "threads":
+    if isinstance(executor, str):
+        if executor != "threads":
+            raise TypeError(
+                f'executor must be an ndshm.Pool, a distributed.Client or "threads", not {executor!r}'
+            )
         from . import threads
 
         n = threads.check_workers(workers)
