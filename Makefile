@@ -7,7 +7,7 @@ DEPS := $(VENV)/.deps-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: build demo test lint rust-test py-test stubtest bench clean wheel test-pythons wheel-freethreaded check-freethreaded
+.PHONY: build demo test lint rust-test py-test stubtest bench clean wheel test-pythons wheel-freethreaded check-freethreaded bench-pythons
 
 $(DEPS): requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,13 @@ wheel: $(DEPS)
 test-pythons: wheel
 	cargo build --release --quiet -p ndshm --example peer
 	ci/test-pythons.sh target/wheels/ndshm-*.whl target/release/examples/peer
+
+# The headline benchmarks on the installed wheel, host and chroot Pythons
+# side by side (NDSHM_PYTHONS picks them; tables in benchmarks/out/).
+BENCH_PYTHONS ?= handoff overhead seed
+bench-pythons: wheel
+	cargo build --release --quiet -p ndshm --example peer
+	ci/test-pythons.sh --bench "$(BENCH_PYTHONS)" target/wheels/ndshm-*.whl target/release/examples/peer
 
 # Free-threaded CPython (not supported yet, see docs/ENGINE.md): a
 # version-specific wheel for FT_PYTHON (PyO3 drops abi3 there by itself), and

@@ -5,10 +5,12 @@
 # reuses them). Each Python gets a fresh venv with the wheel and the pinned
 # test requirements, and its own tmpfs at /dev/shm.
 #
-#   ci/test-pythons.sh WHEEL [PEER]
+#   ci/test-pythons.sh [--bench "BENCHMARKS"] WHEEL [PEER]
 #
 # WHEEL is the abi3 wheel built on the host (`make wheel`); PEER the Rust
 # peer example the cross-language tests run (target/release/examples/peer).
+# With --bench, runs `benchmarks/run.py BENCHMARKS --no-write` instead of
+# the tests (`make bench-pythons`); raw timings land in benchmarks/out/.
 # Needs root (chroot, mounts), debootstrap, and the Debian mirror and PyPI.
 #
 # Environment:
@@ -19,6 +21,11 @@ set -euo pipefail
 
 start=$SECONDS
 repo=$(cd "$(dirname "$0")/.." && pwd)
+bench=
+if [[ ${1:-} == --bench ]]; then
+    bench=${2:?--bench needs the benchmarks to run}
+    shift 2
+fi
 wheel=$(realpath "${1:?usage: $0 WHEEL [PEER]}")
 peer=$(realpath "${2:-$repo/target/release/examples/peer}")
 all_pythons="host forky:3.13 forky:3.14 forky:3.15 trixie:3.13"
@@ -32,7 +39,7 @@ ca_bundle=$(realpath "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificate
 [[ -f $wheel ]] || { echo "test-pythons: no wheel at $wheel" >&2; exit 2; }
 [[ -x $peer ]] || { echo "test-pythons: no peer example at $peer" >&2; exit 2; }
 
-mkdir -p "$cache/pip"
+mkdir -p "$cache/pip" "$repo/benchmarks/out"
 exec 9>"$cache/lock"
 flock 9 # one run at a time per cache
 
@@ -42,6 +49,7 @@ stage=$(mktemp -d "$cache/run.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/src/target/release/examples" "$stage/venvs" "$stage/logs"
 cp -a "$repo/tests" "$repo/pyproject.toml" "$repo/requirements-dev.txt" "$stage/src/"
+[[ -z $bench ]] || { mkdir -p "$stage/src/benchmarks" && cp "$repo"/benchmarks/*.py "$repo"/benchmarks/*.txt "$stage/src/benchmarks/"; }
 cp "$peer" "$stage/src/target/release/examples/peer"
 cp "$wheel" "$stage/"
 wheel_name=$(basename "$wheel")
@@ -151,8 +159,9 @@ for p in $pythons; do
         cd "$STAGE"
         "$1" -m venv venv
         venv/bin/python -m pip install -q "./$2" -r requirements-dev.txt
+        [[ -z $3 ]] || venv/bin/python -m pip install -q -r benchmarks/requirements.txt
         venv/bin/python -c "import sys, ndshm; print(sys.version.split()[0], ndshm.__file__)"
-        ' _ "$py" "$wheel_name" >"$log" 2>&1; then
+        ' _ "$py" "$wheel_name" "$bench" >"$log" 2>&1; then
         cat "$log"
         summary+=("$label: venv failed")
         status=1
@@ -163,6 +172,17 @@ for p in $pythons; do
     */site-packages/ndshm/*) ;;
     *) echo "$label: ndshm imported from $where, not the installed wheel" >&2; status=1; continue ;;
     esac
+    if [[ -n $bench ]]; then
+        echo "   Python $full, venv in $((SECONDS - t0)) s; benchmarks: $bench"
+        rc=0
+        # shellcheck disable=SC2086 # the benchmarks' names, split on purpose
+        in_root "$suite" bash -c 'cd "$STAGE" && exec venv/bin/python benchmarks/run.py --no-write "$@"' _ $bench \
+            | tee "$repo/benchmarks/out/pythons-$suite-$version.txt" || rc=$?
+        cp "$stage"/current/benchmarks/out/*.json "$repo/benchmarks/out/" 2>/dev/null || true
+        [[ $rc == 0 ]] || status=1
+        summary+=("Python $full ($label): benchmarks exit $rc, benchmarks/out/pythons-$suite-$version.txt")
+        continue
+    fi
     echo "   Python $full, venv in $((SECONDS - t0)) s; pytest:"
     t0=$SECONDS
     # In the foreground, its output as it comes; the closing line is kept.
