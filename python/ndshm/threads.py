@@ -3,7 +3,8 @@
 processes. Pays where the block function spends its time in code that
 releases the GIL (numpy ufuncs on big blocks): no process to start, nothing
 to hand over. The chunking, ``out``, progress bar and errors are those of
-the process path; an exception is raised with its own traceback (there is
+the process path; the blocks `fn` gets are plain ndarray views of the
+same memory, and an exception is raised with its own traceback (there is
 no other process to bring one back from)."""
 
 from __future__ import annotations
@@ -47,9 +48,18 @@ def run_blocks(runner: BlockRunner, out: np.ndarray, workers: int, progress: boo
         from tqdm.auto import tqdm
 
         bar = tqdm(total=nblocks, unit="it", dynamic_ncols=True)
+    # The blocks as plain ndarray views of the same memory: a SharedArray's
+    # hooks run with the GIL on every operation, which two threads then
+    # wait for in turn (measured: 1.6x slower on the demo kernel).
+    plain = [np.asarray(a) for a in runner.arrays]
+
+    def one(index: int) -> None:
+        sl = runner.slices(runner.location(index))
+        runner(index, [a[sl] for a in plain])
+
     ex = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="ndshm-block")
     try:
-        futures = [ex.submit(runner, i) for i in range(nblocks)]
+        futures = [ex.submit(one, i) for i in range(nblocks)]
         for fut in concurrent.futures.as_completed(futures):
             fut.result()
             if bar is not None:
