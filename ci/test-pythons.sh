@@ -11,7 +11,8 @@
 # peer example the cross-language tests run (target/release/examples/peer).
 # With --bench, runs `benchmarks/run.py BENCHMARKS --no-write` instead of
 # the tests (`make bench-pythons`); raw timings land in benchmarks/out/.
-# Needs root (chroot, mounts), debootstrap, and the Debian mirror and PyPI.
+# Needs root (chroot, mounts; installs debootstrap with apt-get if missing),
+# the Debian mirror and PyPI.
 #
 # Environment:
 #   NDSHM_PYTHONS        which Pythons, as suite:version or host (default below)
@@ -39,6 +40,10 @@ ca_bundle=$(realpath "${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificate
 [[ -f $wheel ]] || { echo "test-pythons: no wheel at $wheel" >&2; exit 2; }
 [[ -x $peer ]] || { echo "test-pythons: no peer example at $peer" >&2; exit 2; }
 
+if ! command -v debootstrap >/dev/null; then
+    echo "== installing debootstrap"
+    apt-get update -q >/dev/null && apt-get install -y -q debootstrap >/dev/null
+fi
 mkdir -p "$cache/pip" "$repo/benchmarks/out"
 exec 9>"$cache/lock"
 flock 9 # one run at a time per cache
@@ -47,7 +52,7 @@ flock 9 # one run at a time per cache
 # tests look for it. No python/ directory: `import ndshm` finds the wheel.
 stage=$(mktemp -d "$cache/run.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
-mkdir -p "$stage/src/target/release/examples" "$stage/venvs" "$stage/logs"
+mkdir -p "$stage/src/target/release/examples" "$stage/logs"
 cp -a "$repo/tests" "$repo/pyproject.toml" "$repo/requirements-dev.txt" "$stage/src/"
 [[ -z $bench ]] || { mkdir -p "$stage/src/benchmarks" && cp "$repo"/benchmarks/*.py "$repo"/benchmarks/*.txt "$stage/src/benchmarks/"; }
 cp "$peer" "$stage/src/target/release/examples/peer"
