@@ -35,13 +35,14 @@ import lock_bench
 import overlap_bench
 import pool_bench
 import sharing_bench
+import threads_bench
 
 SHM = Path("/dev/shm")
 
 # Each suite is a module with SECTION (its "## " heading in RESULTS.md),
 # INTRO, ORDER (its "### " subsections), BENCHMARKS (name -> function(cfg,
 # log) -> Result), and FULL / QUICK configurations.
-SUITES = [core_bench, lock_bench, pool_bench, dask_bench, sharing_bench, overlap_bench]
+SUITES = [core_bench, lock_bench, pool_bench, dask_bench, sharing_bench, overlap_bench, threads_bench]
 
 
 def _shm_listing() -> set[str]:

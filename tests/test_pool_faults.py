@@ -581,6 +581,28 @@ def test_a_program_read_from_stdin_runs_on_the_default_start_method():
     assert proc.stdout.split("\n")[0] == "[1, 2, 3, 4] [0, -1, -2] forkserver"
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(
+    "how, order", [("file", "ndshm-first"), ("file", "ndshm-last"), ("stdin", "ndshm-first")]
+)
+def test_pools_of_other_libraries_in_the_same_program(how, order):
+    """An ndshm.Pool, ProcessPoolExecutor, multiprocessing.Pool and joblib in
+    one program, each on its default start method (forkserver for the
+    stdlib from 3.14), whichever starts the fork server: every pool's
+    workers write the shared array, and the program exits cleanly."""
+    script = Path(__file__).parent / "helpers" / "pool_with_others.py"
+    if how == "file":
+        cmd, given = [sys.executable, str(script), order], None
+    else:
+        cmd, given = [sys.executable, "-", order], script.read_text()
+    proc = subprocess.run(cmd, input=given, capture_output=True, text=True, timeout=80)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["default"] == ("forkserver" if sys.version_info >= (3, 14) else "fork")
+    assert out["ndshm"] == "forkserver"
+    assert out["sums"] == [float((i + 1) * (1 << 16)) for i in range(8)]
+
+
 @pytest.mark.timeout(60)
 def test_workers_that_cannot_start_break_the_pool_with_a_clear_error():
     script = Path(__file__).parent / "helpers" / "pool_unguarded.py"

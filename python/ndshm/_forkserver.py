@@ -1,11 +1,13 @@
 """Imported by multiprocessing's fork server before it forks ndshm's
 workers: imports the program's main module there, once, so that workers
 forked from the server find it imported instead of each running its
-imports again (multiprocessing does this itself from Python 3.13; on 3.11
-and 3.12 its fork server never gets the main module's path, CPython
-gh-126631). The parent passes the path, and its ``sys.argv``, which a
-worker would set before importing the module, in an environment variable
-while it starts the server (``Pool`` does, see ``pool._preload_forkserver``).
+imports again. The stdlib's own preload of "__main__" is not used: 3.11
+and 3.12 never hand the server the main module's path (CPython
+gh-126631), and from late 3.13 releases to 3.14 a main module that fails
+to import there kills the server. The parent passes the path, and its
+``sys.argv``, which a worker would set before importing the module, in an
+environment variable while it starts the server (``Pool`` does, see
+``pool._preload_forkserver``).
 """
 
 from __future__ import annotations

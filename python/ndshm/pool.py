@@ -106,7 +106,11 @@ def _preload_forkserver() -> None:
         return
     if getattr(process.current_process(), "_inheriting", False):
         return  # a main module being imported to start a process: it cannot start any
-    server.set_forkserver_preload(["__main__", "ndshm._worker", "ndshm._forkserver"])
+    # Not "__main__": from late 3.13 releases the stdlib's server imports the
+    # main module itself for that entry, and until 3.15 with no error
+    # handling, so a program read from stdin or an unguarded main module
+    # killed the server. ndshm._forkserver imports it, on every version.
+    server.set_forkserver_preload(["ndshm._worker", "ndshm._forkserver"])
     prep = spawn.get_preparation_data("ndshm")
     if "init_main_from_path" not in prep:
         return  # an interactive session, `python -c`, or `python -m`
@@ -994,10 +998,20 @@ def map_blocks(
     **kwargs: Any,
 ) -> SharedArray:
     """:meth:`Pool.map_blocks` on a pool started for the call, or on
-    `executor`: an ndshm :class:`Pool` or a ``distributed.Client`` (whose
-    workers on other hosts get the bytes of their blocks). Other keyword
-    arguments go to ``fn`` (see :data:`RESERVED`)."""
+    `executor`: an ndshm :class:`Pool`, a ``distributed.Client`` (whose
+    workers on other hosts get the bytes of their blocks), or ``"threads"``
+    (`workers` threads of this process, see :mod:`ndshm.threads`). Other
+    keyword arguments go to ``fn`` (see :data:`RESERVED`)."""
     _check_kwargs("map_blocks", kwargs)
+    if isinstance(executor, str):
+        if executor != "threads":
+            raise TypeError(
+                f'executor must be an ndshm.Pool, a distributed.Client or "threads", not {executor!r}'
+            )
+        from . import threads
+
+        n = threads.check_workers(workers)
+        return threads.run_blocks(*_plan_blocks(fn, arrays, chunks, out, dtype, kwargs), n, progress)
     if isinstance(executor, Pool):
         return executor.map_blocks(
             fn, *arrays, chunks=chunks, out=out, dtype=dtype, progress=progress, **kwargs

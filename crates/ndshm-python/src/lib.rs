@@ -379,7 +379,7 @@ fn private_tmpfs(py: Python<'_>) -> bool {
     py.detach(ndshm::tmpfs::available)
 }
 
-#[pymodule]
+#[pymodule(gil_used = true)]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PySegment>()?;
     m.add_class::<lock::PyLock>()?;

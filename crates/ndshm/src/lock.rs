@@ -483,7 +483,9 @@ mod tests {
         let w = a.words();
         assert!(w.try_lock_spinning(1));
         assert!(!w.try_lock_spinning(100), "not re-entrant");
-        // Held by another thread for a moment: the spin outlasts it.
+        // Held by another thread for a moment: the spin outlasts it. Freed
+        // before that thread starts, which would otherwise find it taken.
+        w.unlock().unwrap();
         let a2 = a.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         w.unlock().unwrap();
