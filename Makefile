@@ -59,7 +59,7 @@ FUZZ_TARGETS := header control view
 FUZZ_XFAIL ?= view
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 4
-FUZZ_HANDLES ?= 200000
+FUZZ_HANDLES ?= 50000
 FUZZ_DIR := target/fuzz
 FUZZ_TRIPLE := $(shell rustc -vV | sed -n 's/^host: //p')
 FUZZ_BIN := $(FUZZ_DIR)/$(FUZZ_TRIPLE)/release
@@ -67,7 +67,8 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 	-Cllvm-args=-sanitizer-coverage-trace-compares -Cllvm-args=-sanitizer-coverage-stack-depth \
 	--cfg fuzzing -Cdebug-assertions -Coverflow-checks
-FUZZ_RUN = $(FUZZ_BIN)/$(1) -print_final_stats=1 -max_len=8192 $(FUZZ_DIR)/corpus/$(1) fuzz/seeds/$(1)
+FUZZ_RUN = $(FUZZ_BIN)/$(1) -print_final_stats=1 -max_len=8192 -artifact_prefix=$(FUZZ_DIR)/$(1)- \
+	$(FUZZ_DIR)/corpus/$(1) fuzz/seeds/$(1)
 
 fuzz-build:
 	cd fuzz && CARGO_TARGET_DIR=../$(FUZZ_DIR) RUSTFLAGS="$(FUZZ_RUSTFLAGS)" \

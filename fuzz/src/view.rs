@@ -49,7 +49,7 @@ impl ViewCase {
         let mut strides = Vec::with_capacity(ndim);
         for _ in 0..ndim {
             let s = num(&mut u, 64)?;
-            strides.push(if u.arbitrary::<bool>()? { -s } else { s });
+            strides.push(if u.arbitrary::<bool>()? { s.wrapping_neg() } else { s });
         }
         // Now and then a malformed pair: shape and strides of other lengths.
         if u.ratio(1u8, 32)? {
@@ -96,10 +96,11 @@ impl ViewCase {
             }
         }
         // Too many items to visit: the lowest and highest item are reached
-        // at each dimension's first or last index.
+        // at each dimension's first or last index. Saturating sums: a sum
+        // that saturates is far outside any data either way.
         let corners = self.shape.iter().zip(&self.strides).map(|(&n, &s)| [0, (n as i128 - 1) * s as i128]);
-        lo = self.offset as i128 + corners.clone().map(|c| c[0].min(c[1])).sum::<i128>();
-        hi = self.offset as i128 + self.itemsize as i128 + corners.map(|c| c[0].max(c[1])).sum::<i128>();
+        lo = corners.clone().fold(self.offset as i128, |a, c| a.saturating_add(c[0].min(c[1])));
+        hi = corners.fold(self.offset as i128 + self.itemsize as i128, |a, c| a.saturating_add(c[0].max(c[1])));
         lo >= 0 && hi <= len
     }
 }

@@ -201,12 +201,19 @@ def put_int(data: bytes, pos: int, width: int, signed: bool, value: int) -> byte
 
 
 def directed(handles: list[bytes]) -> list[tuple[int, int, int, bool, int]]:
-    """Every integer of every handle set to every value of its width: (handle, pos, width, signed, value)."""
+    """Every integer of every handle set to every value of its width, and
+    every byte of a bytes payload to every 1-byte value: (handle, pos,
+    width, signed, value)."""
     out = []
     for h, data in enumerate(handles):
         for pos, width, signed in int_fields(data):
             for v in INTERESTING[width]:
                 out.append((h, pos, width, signed, v))
+        # A handle encoded as one bytes object: each of its bytes.
+        for start, n in bytes_fields(data):
+            for pos in range(start, start + n):
+                for v in INTERESTING[1]:
+                    out.append((h, pos, 1, False, v))
     return out
 
 
