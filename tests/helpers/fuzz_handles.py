@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import json
 import os
 import pickle
 import pickletools
 import random
 import re
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -339,12 +342,20 @@ def judge(result, seg_ids: dict[int, tuple[int, int]]) -> tuple[str, str]:
     return "in_bounds", ""
 
 
-# Outcomes: all but these three must stay at zero.
+# Room for Python, numpy and the handles' segments (about 150 MB).
+CHILD_ADDRESS_SPACE = 1 << 30
+
+# Outcomes: all but these must stay at zero.
 FINE = {"clean_error", "in_bounds", "other", "foreign_pid"}
 
 
 def child(handle_dir: str, seed: int, start: int, stop: int, out_path: str) -> None:
     """Tries mutations start..stop, appending one line per outcome to out_path."""
+    faulthandler.enable(all_threads=True)  # a crash or a stall shows where
+    # A mutated pickle may ask for a memo of gigabytes (a huge LONG_BINPUT
+    # index): with the address space capped that is a quick MemoryError,
+    # not minutes of paging on a shared machine.
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
     _native.attach_anonymous = _guarded_attach_anonymous
     paths = sorted(Path(handle_dir).glob("*.pickle"))
     handles = [p.read_bytes() for p in paths]
@@ -400,15 +411,21 @@ def run(handles: dict[str, bytes], count: int, seed: int = 1, stall: float = 30.
                     [sys.executable, __file__, "--child", tmp, str(seed), str(start), str(count), out_path],
                     stderr=err,
                 )
-            done, last, last_change = start, -1, time.monotonic()
+            done, last, last_change, stalled = start, -1, time.monotonic(), False
             while p.poll() is None:
                 time.sleep(0.05)
                 size = os.path.getsize(out_path)
                 if size != last:
                     last, last_change = size, time.monotonic()
                 elif time.monotonic() - last_change > stall:
-                    p.kill()  # our own child, stuck on one mutation
-                    p.wait()
+                    # Our own child, stuck: its stacks go to its stderr, then it ends.
+                    stalled = True
+                    p.send_signal(signal.SIGABRT)
+                    try:
+                        p.wait(10)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+                        p.wait()
             stderr = Path(err_path).read_text(errors="replace")
             for line in Path(out_path).read_text().splitlines():
                 if line.startswith("["):
@@ -423,12 +440,12 @@ def run(handles: dict[str, bytes], count: int, seed: int = 1, stall: float = 30.
             if p.returncode == 0 and done == count:
                 break
             # The child died or hung on mutation `done`: count it, go on after it.
-            code = "hang" if p.returncode == -9 else "crash"
+            code = "hang" if stalled else "crash"
             counts[code] += 1
             note(
                 done,
                 code,
-                f"exit {p.returncode}: {stderr[-300:]!r}: input {mutation(ordered, seed, done)[1].hex()}",
+                f"exit {p.returncode}: {stderr[-1500:]!r}: input {mutation(ordered, seed, done)[1].hex()}",
             )
             start = done + 1
     tried = sum(counts.values())
