@@ -20,7 +20,6 @@ fuzz_handles = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fuzz_handles)
 
 COUNT = 1500
-BAD = {"out_of_bounds", "crash", "hang", "unusable", "wrong_segment", "internal_error", "panic"}
 
 
 @pytest.fixture
@@ -45,7 +44,9 @@ def _run(handles: dict[str, bytes], labels: list[str]) -> dict:
 def test_mutated_handles_without_a_dtype_are_safe(handles):
     """Views with the segment's own dtype: the handle carries no dtype."""
     report = _run(handles, [k for k in handles if k.startswith(("anonymous", "named-rows"))])
-    assert not {k: report.get(k, 0) for k in BAD if report.get(k, 0)}, report["bad"]
+    # Every outcome but clean errors, in-bounds views and other objects
+    # (out-of-bounds views, crashes, hangs, ...) is counted here.
+    assert report["bad_by_handle"] == {}, report["bad"]
     # The run met both outcomes, so it tested something.
     assert report.get("clean_error", 0) > COUNT // 10
     assert report.get("in_bounds", 0) > COUNT // 20
@@ -60,6 +61,8 @@ def test_mutated_handles_with_a_structured_dtype_are_safe(handles):
     """Views of fields (e.g. d[["b", "c"]]): the handle carries the dtype,
     whose every byte (field offsets, item sizes, flags) is mutated too."""
     report = _run(handles, [k for k in handles if not k.startswith(("anonymous", "named-rows"))])
-    assert not {k: report.get(k, 0) for k in BAD if report.get(k, 0)}, report["bad"]
+    # Every outcome but clean errors, in-bounds views and other objects
+    # (out-of-bounds views, crashes, hangs, ...) is counted here.
+    assert report["bad_by_handle"] == {}, report["bad"]
     assert report.get("clean_error", 0) > COUNT // 10
     assert report.get("in_bounds", 0) > COUNT // 20

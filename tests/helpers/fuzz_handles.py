@@ -294,15 +294,30 @@ def dtype_problem(dt: np.dtype) -> str | None:
     """What makes a dtype unsafe to read (numpy trusts its fields), if anything."""
     if dt.itemsize <= 0:
         return f"item size {dt.itemsize}"
+    if dt.subdtype is not None:
+        base, shape = dt.subdtype
+        if base.itemsize * int(np.prod(shape)) != dt.itemsize:
+            return f"subarray {shape} of {base.itemsize}-byte items in {dt.itemsize} bytes"
+        return dtype_problem(base)
     for name, (field, offset, *_title) in (dt.fields or {}).items():
         if offset < 0 or offset + field.itemsize > dt.itemsize:
             return (
                 f"field {name!r} at {offset}..{offset + field.itemsize} outside its {dt.itemsize}-byte item"
             )
-        inner = dtype_problem(field.base)
+        inner = dtype_problem(field)
         if inner:
             return inner
     return None
+
+
+def holds_objects(dt: np.dtype) -> bool:
+    """Whether any part of `dt` is an object: by its flags, or by its type
+    (a forged dtype may have the one without the other)."""
+    if dt.hasobject or dt.kind == "O":
+        return True
+    if dt.subdtype is not None:
+        return holds_objects(dt.subdtype[0])
+    return any(holds_objects(field) for field, *_ in (dt.fields or {}).values())
 
 
 def judge(result, seg_ids: dict[int, tuple[int, int]]) -> tuple[str, str]:
@@ -316,8 +331,8 @@ def judge(result, seg_ids: dict[int, tuple[int, int]]) -> tuple[str, str]:
         return "other", "a private array"
     if seg.id not in seg_ids:
         return "wrong_segment", f"an array of another segment (id {seg.id:#x})"
-    if result.dtype.hasobject:
-        return "out_of_bounds", f"an object dtype view: {result.dtype}"
+    if holds_objects(result.dtype):
+        return "object_view", f"a view of Python objects: {result.dtype!r}"
     what = f"shape {result.shape} strides {result.strides} dtype {result.dtype!r}"
     try:
         if result.size:
