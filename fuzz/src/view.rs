@@ -77,8 +77,8 @@ impl ViewCase {
             // Every item, by its index.
             let mut index = vec![0i64; self.shape.len()];
             loop {
-                let start: i128 =
-                    self.offset as i128 + index.iter().zip(&self.strides).map(|(&i, &s)| i as i128 * s as i128).sum::<i128>();
+                let start: i128 = self.offset as i128
+                    + index.iter().zip(&self.strides).map(|(&i, &s)| i as i128 * s as i128).sum::<i128>();
                 lo = lo.min(start);
                 hi = hi.max(start + self.itemsize as i128);
                 let mut d = self.shape.len();
