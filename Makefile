@@ -81,7 +81,7 @@ fuzz-lint:
 fuzz-smoke: fuzz-build
 	@set -e; for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/corpus/$$t; \
 	  if [[ " $(FUZZ_XFAIL) " == *" $$t "* ]]; then \
-	    if $(FUZZ_BIN)/$$t -runs=0 fuzz/seeds/$$t >$(FUZZ_DIR)/$$t-smoke.log 2>&1; then \
+	    if $(FUZZ_BIN)/$$t -runs=0 -artifact_prefix=$(FUZZ_DIR)/$$t- fuzz/seeds/$$t >$(FUZZ_DIR)/$$t-smoke.log 2>&1; then \
 	      echo "fuzz $$t: its known finding no longer fails; take it out of FUZZ_XFAIL"; exit 1; fi; \
 	    echo "fuzz $$t: known finding still fails (FUZZ_XFAIL)"; \
 	  else \
