@@ -60,4 +60,6 @@ def test_mutated_handles_with_a_structured_dtype_are_safe(handles):
     # (out-of-bounds views, crashes, hangs, ...) is counted here.
     assert report["bad_by_handle"] == {}, report["bad"]
     assert report.get("clean_error", 0) > COUNT // 10
-    assert report.get("in_bounds", 0) > COUNT // 20
+    # A mutated dtype text rarely still describes a valid dtype: fewer views
+    # survive than for handles without one, but some must.
+    assert report.get("in_bounds", 0) > COUNT // 100
