@@ -26,6 +26,8 @@ mod dtype;
 mod error;
 mod fdpass;
 pub mod format;
+#[cfg(test)]
+mod format_doc;
 pub mod handle;
 pub mod handoff;
 mod headers;
