@@ -1,8 +1,8 @@
 """Hostile input: bad names, corrupt and foreign files, forged and corrupted
 handles, no room, creators that die or dawdle, names that are reused.
 
-Each promise of DESIGN.md's "Errors": a clear exception, never a crash,
-never a hang, and nothing left behind or deleted that is not ours.
+Each promise of the README's "Errors" section: a clear exception, never a
+crash, never a hang, and nothing left behind or deleted that is not ours.
 
 Every test runs in a private tmpfs directory (``NDSHM_DIR``, inherited by
 child processes) unless it asks for ``default_dir``: other processes using

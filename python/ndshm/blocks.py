@@ -50,7 +50,7 @@ def _even(n: int, size: int) -> tuple[int, ...]:
 
 def normalize_chunks(chunks: Any, shape: Sequence[int], itemsize: int = 8) -> Chunks:
     """Block sizes per axis for `shape`, from a dask-style `chunks` (None:
-    blocks of about 1 MiB). Raises ValueError when they do not fit."""
+    blocks of about 4 MiB). Raises ValueError when they do not fit."""
     shape = tuple(int(n) for n in shape)
     if chunks is None:
         return _auto(shape, itemsize)

@@ -6,7 +6,7 @@
 //! methods (module [`cmethods`]), installed on the type at module init:
 //! an uncontended acquire + release from Python then costs what two calls
 //! of a C method cost, without PyO3's per-call trampoline and argument
-//! matching (issue 4's target is <= 40 ns per pair, like
+//! matching (the aim: at most 40 ns per pair, like
 //! `multiprocessing.Lock`). The other methods go through `#[pymethods]`.
 
 use crate::errors::lock_err;

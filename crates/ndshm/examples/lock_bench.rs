@@ -1,4 +1,4 @@
-//! Lock benchmarks (issue 4), the Rust side: the cost of a segment's lock
+//! Lock benchmarks, the Rust side: the cost of a segment's lock
 //! uncontended, and under contention between 2 threads and 2 processes.
 //!
 //! ```text
@@ -23,6 +23,9 @@
 //! The second process is this binary re-executed as
 //! `lock_bench child PID FD ID ITERS`: it attaches the parent's anonymous
 //! segment through /proc and meets the parent at a start line in the data.
+
+// An example: a failed step should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use ndshm::{DType, Header, LockWords, Segment};
 use std::error::Error;

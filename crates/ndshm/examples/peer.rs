@@ -13,6 +13,9 @@
 //!                              adds DELTA to every element of the view
 //! ```
 
+// An example: a failed step should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ndshm::handle::{Handle, SegmentRef, View};
 use ndshm::{DType, Header, Segment};
 use std::io::BufRead;

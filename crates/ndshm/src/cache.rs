@@ -22,7 +22,7 @@ static CACHE: Mutex<State> = Mutex::new(State { entries: Vec::new(), timer: fals
 static ATFORK: Once = Once::new();
 
 /// How long a received segment stays mapped after its last use.
-pub fn ttl() -> Duration {
+pub(crate) fn ttl() -> Duration {
     static TTL: OnceLock<Duration> = OnceLock::new();
     *TTL.get_or_init(|| {
         std::env::var("NDSHM_MAP_CACHE")

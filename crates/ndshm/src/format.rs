@@ -242,7 +242,7 @@ impl Header {
 }
 
 /// Checksum of the header page, kept in the control page.
-pub fn header_hash(page: &[u8; PAGE]) -> u64 {
+pub(crate) fn header_hash(page: &[u8; PAGE]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(page)
 }
 
@@ -311,7 +311,11 @@ impl Control {
 /// Checks a segment of `file_len` bytes given private copies of its header
 /// page and control page. Returns the header and control fields when every
 /// size agrees: file length, control page, and shape × itemsize.
-pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Result<(Header, Control), FormatError> {
+pub(crate) fn validate(
+    file_len: u64,
+    header: &[u8; PAGE],
+    control: &[u8; PAGE],
+) -> Result<(Header, Control), FormatError> {
     let decoded = Header::decode(header);
     let c = validate_decoded(file_len, header_hash(header), decoded.as_ref().map_err(Clone::clone), control)?;
     Ok((decoded?, c))
@@ -320,7 +324,7 @@ pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Res
 /// [`validate`] for a header page already checksummed and decoded (`hash`
 /// and `decoded` are what `header_hash` and `Header::decode` gave for it).
 /// Control-page errors still come first.
-pub fn validate_decoded(
+pub(crate) fn validate_decoded(
     file_len: u64,
     hash: u64,
     decoded: Result<&Header, FormatError>,

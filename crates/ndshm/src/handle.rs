@@ -25,9 +25,9 @@ pub const WIRE_VERSION: u8 = 1;
 pub const MAX_DESCR: usize = 4096;
 
 /// Longest node name a handle may carry.
-const MAX_NODE_NAME: usize = 255;
+pub(crate) const MAX_NODE_NAME: usize = 255;
 
-mod flag {
+pub(crate) mod flag {
     pub const ANONYMOUS: u8 = 1;
     pub const READONLY: u8 = 2;
     pub const DTYPE: u8 = 4;

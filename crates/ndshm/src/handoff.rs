@@ -27,10 +27,10 @@ use std::time::{Duration, Instant};
 
 /// How long a sender keeps an unattached handoff alive, unless
 /// `NDSHM_HANDOFF_LINGER` (seconds) says otherwise.
-pub const LINGER: Duration = Duration::from_secs(30);
+pub(crate) const LINGER: Duration = Duration::from_secs(30);
 
 /// The linger time in force.
-pub fn linger_time() -> Duration {
+pub(crate) fn linger_time() -> Duration {
     std::env::var("NDSHM_HANDOFF_LINGER")
         .ok()
         .and_then(|v| v.trim().parse::<f64>().ok())

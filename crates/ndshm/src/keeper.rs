@@ -5,7 +5,7 @@
 //! that holds those memfds and hands them out over abstract unix sockets
 //! named after the segment id, until they are settled or the linger time
 //! passes. Abstract sockets vanish with their process: nothing can leak. A
-//! receiver that finds the sender gone asks the keeper ([`fetch`]).
+//! receiver that finds the sender gone asks the keeper (`fetch`).
 
 use crate::format::{ctl, PAGE};
 use crate::{handoff, segment};

@@ -20,28 +20,30 @@
 
 pub mod cache;
 mod claim;
-pub mod directory;
+mod directory;
 pub mod dispatch;
-pub mod dtype;
-pub mod error;
-pub mod fdpass;
+mod dtype;
+mod error;
+mod fdpass;
 pub mod format;
+#[cfg(test)]
+mod format_doc;
 pub mod handle;
 pub mod handoff;
 mod headers;
 pub mod host;
-pub mod huge;
+mod huge;
 pub mod keeper;
 pub mod literal;
 pub mod lock;
-pub mod memory;
+mod memory;
 pub mod name;
-pub mod populate;
-pub mod process;
+mod populate;
+mod process;
 pub mod receive;
-pub mod segment;
+mod segment;
 pub mod tmpfs;
-pub mod view;
+mod view;
 
 pub use directory::{delete, exists, gc, info, list, Entry, Status};
 pub use dtype::{DType, DTypeError, Element};

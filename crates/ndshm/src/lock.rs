@@ -90,7 +90,7 @@ extern "C" fn forget_me_in_child() {
 
 /// This thread's lock id.
 #[inline]
-pub fn me() -> u64 {
+pub(crate) fn me() -> u64 {
     match ME.with(Cell::get) {
         0 => first_me(),
         v => v,

@@ -4,7 +4,7 @@ use crate::error::SegmentError;
 use std::path::PathBuf;
 
 /// Every named segment is the file `<dir>/ndshm-NAME`.
-pub const PREFIX: &str = "ndshm-";
+pub(crate) const PREFIX: &str = "ndshm-";
 /// Longest NAME: `/ndshm-` plus 24 characters fits macOS's 31-byte limit.
 pub const MAX_LEN: usize = 24;
 
@@ -34,7 +34,7 @@ pub fn dir() -> PathBuf {
 }
 
 /// The file of a (validated) name.
-pub fn path_of(name: &str) -> PathBuf {
+pub(crate) fn path_of(name: &str) -> PathBuf {
     let mut path = dir().into_os_string();
     path.reserve(1 + PREFIX.len() + name.len());
     path.push("/");

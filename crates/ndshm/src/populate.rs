@@ -123,9 +123,11 @@ pub unsafe fn reserve_mapped(
 ) -> io::Result<()> {
     let n = threads_for(total);
     let (m, s) = (map as usize, src as usize);
-    // SAFETY (both): the ranges split the caller's mapping; the caller
-    // vouches for the source.
-    let part = move |(a, b): (usize, usize)| unsafe { fill(m, a, b, data_offset, s, src_len) };
+    let part = move |(a, b): (usize, usize)| {
+        // SAFETY: the ranges split the caller's mapping; the caller vouches
+        // for the source.
+        unsafe { fill(m, a, b, data_offset, s, src_len) }
+    };
     if n == 1 {
         return part((0, total));
     }

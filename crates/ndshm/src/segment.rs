@@ -28,6 +28,13 @@ const CREATION_WAIT: Duration = Duration::from_secs(10);
 const _: () =
     assert!(ctl::READY % 4 == 0 && ctl::READY + 4 <= PAGE && ctl::PENDING % 4 == 0 && ctl::PENDING + 4 <= PAGE);
 
+/// The 32-bit words of the control page that change after creation.
+#[derive(Clone, Copy)]
+pub(crate) enum ControlWord {
+    Ready,
+    Pending,
+}
+
 /// A mapped segment. Cheap to clone; the mapping lives until the last clone
 /// (and every view derived from it) is gone.
 ///
@@ -373,11 +380,12 @@ impl Segment {
             }
             // Every way of reserving below keeps the bytes already written.
             let filled = match src {
-                // SAFETY (both): `m` maps the whole file writable; the caller
+                // SAFETY: `m` maps the whole file writable; the caller
                 // vouches for the source.
                 Some((p, n)) if huge => unsafe {
                     populate::reserve_mapped(m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
                 },
+                // SAFETY: as above.
                 Some((p, n)) => unsafe {
                     populate::reserve_and_copy(&file, m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
                 },
@@ -423,7 +431,7 @@ impl Segment {
         if self.inner.published.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.word(ctl::READY).store(READY, Ordering::Release);
+        self.word(ControlWord::Ready).store(READY, Ordering::Release);
         if let Some(f) = self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = rustix::fs::flock(f, FlockOperation::Unlock);
         }
@@ -621,16 +629,17 @@ impl Segment {
         unsafe { self.inner.map.as_mut_ptr().add(self.inner.map.len() - PAGE) }
     }
 
-    /// A 32-bit word of the control page, for locks and counters. `off` must
-    /// be one of the `format::ctl` offsets (4-byte aligned, inside the page).
+    /// A 32-bit word of the control page, for counters and the ready word.
     /// Stores to it fault on a mapping that is not [`control_writable`].
     ///
     /// [`control_writable`]: Segment::control_writable
-    pub(crate) fn word(&self, off: usize) -> &AtomicU32 {
-        // Unreachable: the crate passes only `ctl::READY` and `ctl::PENDING`,
-        // which a const assertion (under `CREATION_WAIT`) keeps in bounds.
-        assert!(off % 4 == 0 && off + 4 <= PAGE, "control word offset {off}");
-        // SAFETY: in bounds and aligned (page-aligned base, off % 4 == 0);
+    pub(crate) fn word(&self, word: ControlWord) -> &AtomicU32 {
+        let off = match word {
+            ControlWord::Ready => ctl::READY,
+            ControlWord::Pending => ctl::PENDING,
+        };
+        // SAFETY: in bounds and aligned (page-aligned base; the const
+        // assertion under `CREATION_WAIT` checks both offsets);
         // AtomicU32 has the layout of u32 and is meant to be shared; the
         // mapping outlives the returned reference (tied to &self).
         unsafe { &*(self.control_ptr().add(off) as *const AtomicU32) }
@@ -652,7 +661,7 @@ impl Segment {
     /// segments): the sender keeps the memfd alive until it is attached.
     pub fn note_sent(&self) {
         if self.inner.info.name.is_none() && self.control_writable() {
-            self.word(ctl::PENDING).fetch_add(1, Ordering::AcqRel);
+            self.word(ControlWord::Pending).fetch_add(1, Ordering::AcqRel);
             self.inner.sent_by.store(std::process::id(), Ordering::Release);
         }
     }
@@ -665,7 +674,7 @@ impl Segment {
     /// Settles one pending handoff (a receiver attached).
     pub(crate) fn note_received(&self) {
         if self.inner.info.name.is_none() && self.control_writable() {
-            let w = self.word(ctl::PENDING);
+            let w = self.word(ControlWord::Pending);
             let _ = w.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1));
         }
     }
@@ -716,7 +725,7 @@ impl Segment {
 
     /// Handles sent and not yet attached.
     pub fn pending(&self) -> u32 {
-        self.word(ctl::PENDING).load(Ordering::Acquire)
+        self.word(ControlWord::Pending).load(Ordering::Acquire)
     }
 }
 

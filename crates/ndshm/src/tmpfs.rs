@@ -45,7 +45,7 @@ static MOUNT: OnceLock<Option<Mount>> = OnceLock::new();
 
 /// A new unnamed file in this process's private tmpfs (made on first use),
 /// or `None` where there is none.
-pub fn create_file() -> Option<File> {
+pub(crate) fn create_file() -> Option<File> {
     let m = mount_once()?;
     let st = rustix::fs::fstat(&m.fd).ok()?;
     if st.st_dev != m.dev || st.st_ino != m.ino {
@@ -90,7 +90,7 @@ fn make() -> rustix::io::Result<OwnedFd> {
 
 /// Makes the mount in a child that enters a new user namespace, where
 /// this user is root, and sends it back.
-pub fn in_user_namespace() -> rustix::io::Result<OwnedFd> {
+pub(crate) fn in_user_namespace() -> rustix::io::Result<OwnedFd> {
     // Ubuntu's AppArmor denies unprivileged user namespaces, logging each try.
     let restricted = std::fs::read_to_string("/proc/sys/kernel/apparmor_restrict_unprivileged_userns");
     if restricted.is_ok_and(|v| v.trim() == "1") {

@@ -3,6 +3,9 @@
 //! a create. Each child is this test binary run again with only the test
 //! `child` selected and `NDSHM_DEATH_ROLE` set; it is killed by its pid.
 
+// A test: a failed step should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use ndshm::lock::Outcome;
 use ndshm::{AttachError, DType, Header, Segment, Status};
 use std::io::{BufRead, BufReader};
