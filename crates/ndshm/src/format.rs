@@ -241,8 +241,9 @@ impl Header {
     }
 }
 
-/// Checksum of the header page, kept in the control page.
-pub(crate) fn header_hash(page: &[u8; PAGE]) -> u64 {
+/// Checksum of the header page, kept in the control page (public for the
+/// fuzz targets, like [`validate`]).
+pub fn header_hash(page: &[u8; PAGE]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(page)
 }
 
@@ -311,7 +312,7 @@ impl Control {
 /// Checks a segment of `file_len` bytes given private copies of its header
 /// page and control page. Returns the header and control fields when every
 /// size agrees: file length, control page, and shape × itemsize.
-pub(crate) fn validate(
+pub fn validate(
     file_len: u64,
     header: &[u8; PAGE],
     control: &[u8; PAGE],
