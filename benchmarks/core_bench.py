@@ -1,4 +1,4 @@
-"""Core benchmarks (issue 2): handing an array to a worker, attaching a
+"""Core benchmarks: handing an array to a worker, attaching a
 named segment, and making a shared copy of an array.
 
 Every benchmark runs all its contenders in one process, interleaved
@@ -43,9 +43,11 @@ from common import (
     huge_pages_off,
     huge_probe_text,
     private_tmpfs,
+    shm_tag,
     small_pages_label,
     small_pages_target,
     small_pages_text,
+    stop_loky,
     table,
     verdict,
 )
@@ -54,7 +56,7 @@ import ndshm
 from ndshm import _native
 from ndshm.handles import segment_of
 
-SECTION = "Core (issue 2)"
+SECTION = "Core: handoff and attach"
 TIMEOUT_S = 300.0  # a reply slower than this means the worker is stuck
 F8 = np.dtype(np.float64)
 
@@ -111,10 +113,6 @@ QUICK = Config(
 
 def _tag() -> str:
     return f"bench-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _shm_tag() -> str:
-    return f"bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 
 
 def schedule(reps: dict[str, int], rng: random.Random) -> list[str]:
@@ -292,17 +290,6 @@ def handle_sizes(arr_anon: np.ndarray, arr_named: np.ndarray) -> list[tuple[str,
     return out
 
 
-def _stop_loky() -> None:
-    """Shuts joblib's reusable loky executor down (workers and the parent's
-    helper threads), if there is one."""
-    from joblib.externals.loky import reusable_executor
-
-    with reusable_executor._executor_lock:
-        ex = reusable_executor._executor
-    if ex is not None:
-        ex.shutdown(wait=True)
-
-
 def _run_rounds(
     fns: dict[str, Callable[[], int]],
     reps: dict[str, int],
@@ -342,7 +329,7 @@ def _handoff_size(
     anon = ndshm.from_array(plain)
     named_name = _tag()
     named = ndshm.from_array(plain, name=named_name)
-    shm = shared_memory.SharedMemory(create=True, size=nbytes, name=_shm_tag())
+    shm = shared_memory.SharedMemory(create=True, size=nbytes, name=shm_tag())
     sizes: list[tuple[str, int, int]] = []
     fast = cfg.handoff_fast_inner[nbytes]
     rounds = cfg.handoff_rounds[nbytes]
@@ -354,7 +341,7 @@ def _handoff_size(
 
         # Phase 1: the Pipe contenders, with no joblib executor (nor its
         # threads) alive in this process.
-        _stop_loky()
+        stop_loky()
         pipe_fns: dict[str, Callable[[], int]] = {
             "empty": lambda: worker.timed("empty", ("empty",), None),
             "ndshm_anon": lambda: worker.timed("ndshm_anon", ("array", anon), expect),
@@ -388,7 +375,7 @@ def _handoff_size(
                     jl_fns, reps, rounds, rng, log, f"handoff {fmt_size(nbytes)}, joblib", "joblib_dump"
                 )
             )
-        _stop_loky()
+        stop_loky()
         if want_handle_sizes:
             sizes = handle_sizes(anon, named)
         seg = segment_of(anon)
@@ -483,7 +470,7 @@ def bench_handoff(cfg: Config, log: Callable[[str], None]) -> Result:
     finally:
         worker.close()
         with suppress(Exception):
-            _stop_loky()
+            stop_loky()
 
     phases_par = textwrap.fill(
         "For each size the contenders run in two phases, each interleaved round-robin: first the "
@@ -576,7 +563,7 @@ def bench_attach(cfg: Config, log: Callable[[str], None]) -> Result:
     # ndshm's registry is checked to no longer hold it, so each attach maps anew.
     for size in cfg.attach_sizes:
         n = size // F8.itemsize
-        nd_name, shm_name = _tag(), _shm_tag()
+        nd_name, shm_name = _tag(), shm_tag()
         try:
             a = ndshm.zeros(n, name=nd_name)
             a[-1] = 7.0
@@ -642,7 +629,7 @@ def bench_attach(cfg: Config, log: Callable[[str], None]) -> Result:
     k_seg, size = cfg.attach_distinct, cfg.attach_distinct_size
     n = size // F8.itemsize
     nd_names = [_tag() for _ in range(k_seg)]
-    shm_names = [_shm_tag() for _ in range(k_seg)]
+    shm_names = [shm_tag() for _ in range(k_seg)]
     try:
         for nm in nd_names:
             a = ndshm.zeros(n, name=nm)
@@ -712,13 +699,13 @@ def bench_attach(cfg: Config, log: Callable[[str], None]) -> Result:
         med = samples["ndshm"].median
         short = what.split(",")[0]
         targets.append((f"attach ≤ 8 µs median ({short})", fmt_time(med), verdict(med <= 8000)))
-        # The issue's figures came from a faster machine (floor 4.4 µs,
+        # The target's figures came from a faster machine (floor 4.4 µs,
         # SharedMemory 11.7 µs): the same target relative to this machine's floor.
         rel = med / fl
         targets.append(
             (
                 f"same, scaled to this machine: ≤ 8/4.4 = {8 / 4.4:.2f}x the floor ({short})",
-                f"{rel:.2f}x the floor ({fmt_time(fl)}); SharedMemory {sh / fl:.2f}x (issue: 2.66x)",
+                f"{rel:.2f}x the floor ({fmt_time(fl)}); SharedMemory {sh / fl:.2f}x (prior: 2.66x)",
                 verdict(rel <= 8 / 4.4),
             )
         )
@@ -832,7 +819,7 @@ def bench_from_array(cfg: Config, log: Callable[[str], None]) -> Result:
         return dt
 
     def run_shm() -> int:
-        name = _shm_tag()
+        name = shm_tag()
         t0 = perf_counter_ns()
         s = shared_memory.SharedMemory(create=True, size=nbytes, name=name)
         x = np.ndarray((n,), F8, buffer=s.buf)
@@ -1023,7 +1010,7 @@ BENCHMARKS: dict[str, Callable[[Config, Callable[[str], None]], Result]] = {
 ORDER = ["(a) Handoff to a pre-started worker", "(b) Attach latency of a named segment", "(c) from_array"]
 
 INTRO = """
-The core promise (issue 2): a shared array reaches another process for the
+The core promise: a shared array reaches another process for the
 cost of an empty task, whatever its size; attaching a named array costs a
 few µs; making a shared copy runs at memory speed. Run with `make bench`
 (all suites) or `.venv/bin/python benchmarks/run.py handoff attach
