@@ -104,7 +104,7 @@ QUICK = Config(
 )
 
 
-# ------------------------------------------------------------------ suite protocol and main
+# ------------------------------------------------------------------ suite protocol
 
 
 BENCHMARKS: dict[str, Callable[[Config, Callable[[str], None]], Result]] = {
@@ -133,9 +133,9 @@ chunks; within 1.15x of ideal on uneven tasks; the 1.6 GB seed workload with
 `map_blocks` in ≤ 300 ms into a reused pre-faulted `out` and ≤ 450 ms into a
 fresh shared result; ≥ 1.85x speedup on a CPU-bound block workload; ≤ 20 ms
 from constructing a pool to the first result; ~0 CPU in an idle pool.
-The other tools are measured in the same run, next to the prior
-figures quoted when the targets were set (measured on a quieter day). Run with `.venv/bin/python
-benchmarks/pool_bench.py` (`--quick` for a smoke run; the extra packages are
+The other tools are measured in the same run, next to prior figures
+(quoted when the targets were set, measured on a quieter day). Run with
+`.venv/bin/python benchmarks/pool_bench.py` (`--quick` for a smoke run; the extra packages are
 pinned in `benchmarks/requirements.txt`).
 """
 
