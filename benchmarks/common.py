@@ -1,5 +1,7 @@
-"""Helpers shared by the benchmark suites: statistics, tables, the machine
-description, and rewriting one section of RESULTS.md.
+"""What the benchmark suites share: statistics, tables, the machine
+description, rewriting one section of RESULTS.md, contenders run in rounds
+with the machine's load measured, the baseline build (``NDSHM_BASELINE``)
+run in child processes, and running one suite by itself.
 
 RESULTS.md holds one ``## `` section per suite; a suite rewrites only its
 own section (and, inside it, only the ``### `` subsections it re-ran), so
@@ -9,14 +11,19 @@ suites written by different people can share the file.
 from __future__ import annotations
 
 import gc
+import json
+import math
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Iterable, Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -513,3 +520,268 @@ def huge_check(a: Any, touch: bool = False) -> str:
         touch_pages(a)
     huge, size = huge_mib(a)
     return f"{huge:,.0f} of {size:,.0f} MiB"
+
+
+# ---------------------------------------------------------------- contenders, rounds and load
+
+
+def shm_tag() -> str:
+    """SharedMemory names carry the pid, so run.py's leak check sees them."""
+    return f"bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+def stop_loky() -> None:
+    """Shuts joblib's reusable loky executor down, if there is one, so that
+    no idle pool (nor its threads in this process) outlives its turn."""
+    from joblib.externals.loky import reusable_executor
+
+    with reusable_executor._executor_lock:
+        ex = reusable_executor._executor
+    if ex is not None:
+        ex.shutdown(wait=True)
+
+
+def error_text(e: BaseException) -> str:
+    """A contender's failure as a table cell: the exception's type and first line."""
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return f"error: {type(e).__name__}: {msg}"[:160]
+
+
+class Rounds:
+    """Runs contenders round-robin in a seeded shuffled order. A contender
+    that raises is recorded with its error and left out of later rounds."""
+
+    WARMUPS = 0
+
+    def __init__(self, keys: list[str], seed: int) -> None:
+        self.samples = {k: Samples(k) for k in keys}
+        self.errors: dict[str, str] = {}
+        self.rng = random.Random(seed)
+        self.load = ""
+        self.load_raw: dict[str, float] = {}
+
+    def run(
+        self,
+        fns: dict[str, Callable[[], int]],
+        rounds: int,
+        log: Callable[[str], None],
+        what: str,
+        warmups: int | None = None,
+    ) -> None:
+        """`rounds` timed rounds, after `warmups` untimed runs of each
+        contender (default: the class's WARMUPS)."""
+        if warmups is None:
+            warmups = self.WARMUPS
+        keys = list(fns)
+        for _ in range(warmups):
+            for k in keys:
+                if k in self.errors:
+                    continue
+                try:
+                    fns[k]()
+                except Exception as e:
+                    self.errors[k] = error_text(e)
+                    log(f"{what}: {k} failed: {self.errors[k]}")
+        if warmups:
+            log(f"{what}: warmed up")
+        meter = LoadMeter()
+        for r in range(rounds):
+            order = keys[:]
+            self.rng.shuffle(order)
+            for k in order:
+                if k in self.errors:
+                    continue
+                try:
+                    self._record(k, fns[k]())
+                except Exception as e:
+                    self.errors[k] = error_text(e)
+                    log(f"{what}: {k} failed: {self.errors[k]}")
+            log(f"{what}: round {r + 1}/{rounds}")
+        self.load = meter.line()
+        self.load_raw = meter.raw
+
+    def _record(self, key: str, value: Any) -> None:
+        self.samples[key].add(value)
+
+    def raw(self, **extra: Any) -> dict[str, Any]:
+        """What a section writes to benchmarks/out/: every timing, the
+        errors and the machine's load, and `extra`."""
+        return {
+            "ns": {k: s.ns for k, s in self.samples.items()},
+            **extra,
+            "errors": self.errors,
+            "load": self.load_raw,
+        }
+
+    def med(self, key: str) -> float:
+        return self.samples[key].median
+
+    def cell(self, key: str, fmt: Callable[[float], str]) -> str:
+        if key in self.errors:
+            return self.errors[key]
+        if not self.samples[key].n:
+            return "n/a"
+        return fmt(self.med(key))
+
+
+def _cpu_busy_s() -> tuple[float, float]:
+    """(busy, steal) CPU seconds of the whole machine since boot, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return (math.nan, math.nan)
+    hz = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    return ((user + nice + system + irq + softirq) / hz, steal / hz)
+
+
+def _live_children_cpu_s() -> float:
+    """CPU seconds of this process's live descendants (pool workers not yet
+    reaped, and the workers a forkserver started, which are its children,
+    not ours) and of the children they reaped, from /proc/PID/stat."""
+    me = os.getpid()
+    hz = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent pid, CPU ticks)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 14:
+            # utime, stime, cutime, cstime
+            stats[int(pid)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
+    mine = {me}
+    grew = True
+    while grew:
+        new = {pid for pid, (ppid, _) in stats.items() if ppid in mine and pid not in mine}
+        mine |= new
+        grew = bool(new)
+    return sum(ticks for pid, (_, ticks) in stats.items() if pid in mine and pid != me) / hz
+
+
+def _my_cpu_s() -> float:
+    """CPU seconds of this process, its reaped children and its live
+    descendants."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system + _live_children_cpu_s()
+
+
+class LoadMeter:
+    """How much CPU other processes took while a benchmark ran: the
+    machine's busy time (/proc/stat) minus that of this process and its
+    descendants (live or reaped)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0, self.steal0 = _cpu_busy_s()
+        self.mine0 = _my_cpu_s()
+        self.raw: dict[str, float] = {}
+
+    def line(self) -> str:
+        wall = time.monotonic() - self.t0
+        busy, steal = _cpu_busy_s()
+        mine = _my_cpu_s() - self.mine0
+        others = max(0.0, busy - self.busy0 - mine)
+        ncpu = len(os.sched_getaffinity(0))
+        self.raw = {
+            "wall_s": wall,
+            "others_cpu_s": others,
+            "steal_s": steal - self.steal0,
+            "mine_cpu_s": mine,
+        }
+        if wall <= 0 or others != others:
+            return ""
+        return (
+            f"While it ran ({wall:.0f} s), other processes kept about {others / wall:.2f} of the "
+            f"{ncpu} CPUs busy (from /proc/stat, less this process and all its descendants, "
+            "pool workers included)"
+            + (
+                f", and the hypervisor stole {(steal - self.steal0) / wall:.2f} CPU."
+                if (steal - self.steal0) / wall >= 0.005
+                else "."
+            )
+        )
+
+
+class PartRounds(Rounds):
+    """Rounds after one untimed warm-up run of each contender. A contender
+    returns its time in ns, or a dict of named times (key "" is the
+    headline, "x" is recorded as KEY.x)."""
+
+    WARMUPS = 1
+
+    def __init__(self, seed: int) -> None:
+        super().__init__([], seed)
+
+    def _record(self, key: str, value: int | dict[str, int]) -> None:
+        parts = value if isinstance(value, dict) else {"": value}
+        for sub, ns in parts.items():
+            k = f"{key}{'.' + sub if sub else ''}"
+            self.samples.setdefault(k, Samples(k)).add(ns)
+
+    def get(self, key: str) -> Samples:
+        return self.samples.get(key) or Samples(key)
+
+    def ok(self, key: str) -> bool:
+        return key not in self.errors and self.get(key).n > 0
+
+    def med(self, key: str) -> float:
+        return self.get(key).median
+
+
+# ---------------------------------------------------------------- the baseline build and child processes
+
+
+def baseline_dir() -> Path | None:
+    """The checkout of an older ndshm (built, with its own .venv) that
+    ``NDSHM_BASELINE`` names, if any: suites run it side by side with this one."""
+    where = os.environ.get("NDSHM_BASELINE")
+    return Path(where).resolve() if where else None
+
+
+def baseline_python() -> Path | None:
+    """The Python of the baseline checkout's .venv, if there is one."""
+    base = baseline_dir()
+    if base is None:
+        return None
+    py = base / ".venv" / "bin" / "python"
+    return py if py.exists() else None
+
+
+def run_child(python: Path | str, code: str, cwd: Path | None = None, timeout: float = 900) -> dict:
+    """Runs `code` in a child `python`; it prints one JSON line last."""
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    p = subprocess.run(
+        [str(python), "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=env,
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"child failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- one suite by itself
+
+
+def standalone(benchmarks: Iterable[str], argv: list[str] | None = None) -> int:
+    """``python benchmarks/X_bench.py [BENCHMARK ...] [--quick] [--write]``:
+    runs this suite's benchmarks (all of them unless some are named)
+    through run.py, which checks /dev/shm and keeps the raw timings;
+    RESULTS.md is rewritten only with --write."""
+    import run
+
+    argv = sys.argv[1:] if argv is None else argv
+    names = [a for a in argv if not a.startswith("-")] or list(benchmarks)
+    flags = [a for a in argv if a.startswith("-")]
+    if "--write" not in flags:
+        flags.append("--no-write")
+    return run.main([*names, *flags])

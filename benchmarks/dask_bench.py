@@ -55,22 +55,33 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-import pool_bench
-from common import MiB, Progress, Result, Samples, fmt_ratio, fmt_size, fmt_time, gc_paused, table, verdict
-from pool_bench import _err
+from common import (
+    MiB,
+    PartRounds,
+    Progress,
+    Result,
+    Samples,
+    error_text,
+    fmt_ratio,
+    fmt_size,
+    fmt_time,
+    gc_paused,
+    table,
+    verdict,
+)
 
 import ndshm
 
-SECTION = "Dask (issue 5)"
+SECTION = "Dask"
 WORKERS = 2
 PARTS = ("scatter", "seed", "overhead")
 
-# Figures quoted by the issue (2 same-host workers), in ms.
+# Prior figures, quoted when the targets were set (2 same-host workers), in ms.
 ANCHOR_MS = {"scatter_np": 376.0, "arg_np": 712.0, "arg_sh": 18.0, "dask": 3800.0}
 TARGET_SCATTER_MS = 20.0  # 256 MiB to two same-host workers
 TARGET_SEED_MS = 600.0  # compute_into, seed workload
-ISSUE_SCATTER_MIB = 256
-ISSUE_SEED_SHAPE = (20_000, 10_000)
+TARGET_SCATTER_MIB = 256
+TARGET_SEED_SHAPE = (20_000, 10_000)
 
 SETTLE_TIMEOUT_S = 30.0  # the cluster must forget a run's tasks within this
 # distributed keeps the last N messages of every batched comm for debugging
@@ -136,33 +147,7 @@ def versions_line() -> str:
     )
 
 
-class Rounds(pool_bench.Rounds):
-    """pool_bench's rounds, after one untimed warm-up run of each
-    contender. A contender returns its time in ns, or a dict of named times
-    (key "" is the headline, "x" is recorded as KEY.x)."""
-
-    WARMUPS = 1
-
-    def __init__(self, seed: int) -> None:
-        super().__init__([], seed)
-
-    def _record(self, key: str, value: int | dict[str, int]) -> None:
-        parts = value if isinstance(value, dict) else {"": value}
-        for sub, ns in parts.items():
-            k = f"{key}{'.' + sub if sub else ''}"
-            self.samples.setdefault(k, Samples(k)).add(ns)
-
-    def get(self, key: str) -> Samples:
-        return self.samples.get(key) or Samples(key)
-
-    def ok(self, key: str) -> bool:
-        return key not in self.errors and self.get(key).n > 0
-
-    def med(self, key: str) -> float:
-        return self.get(key).median
-
-
-def _anchor_cells(rounds: Rounds, key: str, anchor_ms: float | None, comparable: bool) -> tuple[str, str]:
+def _anchor_cells(rounds: PartRounds, key: str, anchor_ms: float | None, comparable: bool) -> tuple[str, str]:
     if anchor_ms is None:
         return ("", "")
     if not comparable:
@@ -170,13 +155,15 @@ def _anchor_cells(rounds: Rounds, key: str, anchor_ms: float | None, comparable:
     return (f"{anchor_ms:g} ms", fmt_ratio(rounds.med(key) / (anchor_ms * 1e6)))
 
 
-def _target(rounds: Rounds, key: str, what: str, limit_ms: float, comparable: bool) -> tuple[str, str, str]:
+def _target(
+    rounds: PartRounds, key: str, what: str, limit_ms: float, comparable: bool
+) -> tuple[str, str, str]:
     if key in rounds.errors:
         return (what, rounds.errors[key], "")
     if not rounds.ok(key):
         return (what, "n/a", "")
     v = rounds.med(key)
-    met = verdict(v <= limit_ms * 1e6) if comparable else "(not the issue's size: no verdict)"
+    met = verdict(v <= limit_ms * 1e6) if comparable else "(not the target's size: no verdict)"
     return (what, fmt_time(v), met)
 
 
@@ -308,7 +295,7 @@ def local_cluster(log: Callable[[str], None]) -> Iterator[Cluster]:
 
 
 SCATTER_ROWS = [
-    # (key, label, Dask row it compares with, issue anchor)
+    # (key, label, Dask row it compares with, prior figure)
     ("sc_np", "plain ndarray: `client.scatter(a, broadcast=True)`", "sc_np", "scatter_np"),
     ("sc_sh", "shared array: `client.scatter(s, broadcast=True)`", "sc_np", None),
     (
@@ -391,14 +378,14 @@ def part_scatter(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[s
         "sc_tiny": lambda: scatter(tiny, False),
         "arg_tiny": lambda: argument(tiny),
     }
-    rounds = Rounds(seed=61)
+    rounds = PartRounds(seed=61)
     try:
         with gc_paused():
             rounds.run(fns, cfg.scatter_rounds, log, "scatter")
     finally:
         keep.clear()
         c.settle()
-    size = cfg.scatter_mib == ISSUE_SCATTER_MIB
+    size = cfg.scatter_mib == TARGET_SCATTER_MIB
 
     rows = []
     for key, label, ref, anchor in SCATTER_ROWS:
@@ -427,7 +414,7 @@ def part_scatter(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[s
         "min (last column)",
         "n",
         "x Dask (same path, medians)",
-        "issue anchor",
+        "prior figure",
         "x anchor",
     )
     targets = [
@@ -582,8 +569,8 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
             del r
             c.settle()
 
-    rounds = Rounds(seed=62)
-    small = Rounds(seed=64)
+    rounds = PartRounds(seed=62)
+    small = PartRounds(seed=64)
     huge: dict[str, str] = {}
     try:
         with gc_paused():
@@ -598,7 +585,7 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
     finally:
         keep.clear()
         c.settle()
-    size = (rows_n, cols) == ISSUE_SEED_SHAPE
+    size = (rows_n, cols) == TARGET_SEED_SHAPE
     chunks_of = {
         "dask": _chunks_desc(_row_chunks(rows_n, cr, cols)),
         "into": _chunks_desc(_row_chunks(rows_n, cr, cols)),
@@ -638,7 +625,7 @@ def part_seed(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[str,
         "n",
         "x plain dask (medians)",
         "x numpy (medians)",
-        "issue anchor",
+        "prior figure",
         "x anchor",
     )
     what = f"`compute_into` ≤ {TARGET_SEED_MS:g} ms"
@@ -747,7 +734,7 @@ def part_overhead(c: Cluster, cfg: Config, log: Callable[[str], None]) -> tuple[
         "ndshm_map": lambda: timed(lambda: ndshm.map(_inc, items, executor=client)),
         "ndshm_map_1": lambda: timed(lambda: ndshm.map(_inc, items, executor=client, chunksize=1)),
     }
-    rounds = Rounds(seed=63)
+    rounds = PartRounds(seed=63)
     with gc_paused():
         rounds.run(fns, cfg.overhead_rounds, log, "overhead")
 
@@ -809,8 +796,8 @@ def run_parts(cfg: Config, log: Callable[[str], None], parts: tuple[str, ...] = 
             try:
                 body, raw[part] = PART_FNS[part](c, cfg, log)
             except Exception as e:  # one failed part must not lose the others
-                log(f"dask {part}: failed: {_err(e)}")
-                body, raw[part] = f"\n#### {part}\n\nFailed: {_err(e)}\n", {"error": _err(e)}
+                log(f"dask {part}: failed: {error_text(e)}")
+                body, raw[part] = f"\n#### {part}\n\nFailed: {error_text(e)}\n", {"error": error_text(e)}
                 with suppress(Exception):
                     c.settle()
             bodies.append(body.strip())
@@ -831,9 +818,9 @@ host as handles (a few hundred bytes) instead of bytes, results computed
 into a shared array instead of gathered through the client, and ndshm's
 own `map` / `map_blocks` run on a `distributed.Client`. Measured on one
 `distributed.LocalCluster` of 2 single-threaded worker processes, started
-once for the suite, against Dask's own paths in the same run. Targets from
-the issue: 256 MiB to two same-host workers in ≤ 20 ms (Dask's scatter
-measured at 376 ms there; as the argument of two tasks 712 ms, against
+once for the suite, against Dask's own paths in the same run. Targets: 256
+MiB to two same-host workers in ≤ 20 ms (Dask's scatter
+measured at 376 ms then; as the argument of two tasks 712 ms, against
 18 ms with a handle), and the 1.6 GB seed workload with `compute_into` in
 ≤ 0.6 s (plain dask's `.compute()`: 3.8 s). Run with `.venv/bin/python
 benchmarks/run.py dask` (the whole suite, one benchmark) or

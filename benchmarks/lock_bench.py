@@ -1,4 +1,4 @@
-"""Lock benchmarks (issue 4): the cost of ndshm's cross-process locks.
+"""Lock benchmarks: the cost of ndshm's cross-process locks.
 
     .venv/bin/python benchmarks/lock_bench.py            # everything (~30 s)
     .venv/bin/python benchmarks/lock_bench.py --quick    # a smoke run
@@ -58,14 +58,14 @@ from common import REPO, Progress, Result, fmt_ratio, table, verdict
 
 import ndshm
 
-SECTION = "Locks (issue 4)"
+SECTION = "Locks"
 
-# Targets and reference figures from the issue.
+# Targets, and prior figures quoted when they were set.
 TARGET_PY_NS = 40.0  # uncontended acquire + release from Python
-ISSUE_MP_LOCK_NS = 39.0  # multiprocessing.Lock as measured in the issue
+PRIOR_MP_LOCK_NS = 39.0  # multiprocessing.Lock as measured then
 TARGET_RUST_NS = 20.0  # uncontended lock + unlock from Rust
 TARGET_CONTENDED_NS = 300.0  # per increment, 2 processes
-ISSUE_MP_CONTENDED_NS = 423.0  # mp.Lock + Value as measured in the issue
+PRIOR_MP_CONTENDED_NS = 423.0  # mp.Lock + Value as measured then
 
 RUST_EXAMPLE = REPO / "target" / "release" / "examples" / "lock_bench"
 CHILD_TIMEOUT_S = 120.0
@@ -190,14 +190,14 @@ def bench_uncontended(cfg: Config, log: Callable[[str], None]) -> Result:
     body = "\n".join(
         [
             f"Per acquire + release, timeit loops of {n:,}, median of {cfg.uncontended_rounds} rounds "
-            "(timeit's loop overhead included, as in the issue's figures); ratio: to "
+            "(timeit's loop overhead included, as in the prior figures); ratio: to "
             "`multiprocessing.Lock` `a(); r()` measured here.",
             "",
             table(("contender", "statement", "median", "min", "vs mp.Lock"), rows, align="llrrr"),
             "",
             f"- Target <= {TARGET_PY_NS:.0f} ns (`a(); r()`): ndshm {fmt_ns(nd_pair)} "
             f"{verdict(nd_pair <= TARGET_PY_NS)}; multiprocessing.Lock here {fmt_ns(mp_pair)} "
-            f"(issue: {ISSUE_MP_LOCK_NS:.0f} ns). ndshm / mp.Lock = {fmt_ratio(nd_pair / mp_pair)}.",
+            f"(prior: {PRIOR_MP_LOCK_NS:.0f} ns). ndshm / mp.Lock = {fmt_ratio(nd_pair / mp_pair)}.",
             f"- `with`: ndshm {fmt_ns(nd_with)} vs multiprocessing.Lock "
             f"{fmt_ns(med['multiprocessing.Lock: with'])} "
             f"({fmt_ratio(nd_with / med['multiprocessing.Lock: with'])}; mp.Lock's `__enter__`/`__exit__` "
@@ -492,7 +492,7 @@ def bench_contended(cfg: Config, log: Callable[[str], None], context: str = "for
             "",
             f"- Target <= {TARGET_CONTENDED_NS:.0f} ns per increment: ndshm {fmt_ns(nd)} "
             f"{verdict(nd <= TARGET_CONTENDED_NS)}; mp.Lock + Value here {fmt_ns(med[mp_key])} "
-            f"(issue: {ISSUE_MP_CONTENDED_NS:.0f} ns). The `ref:` row puts ndshm's lock over "
+            f"(prior: {PRIOR_MP_CONTENDED_NS:.0f} ns). The `ref:` row puts ndshm's lock over "
             "mp's counter, to compare the locks alone.",
         ]
     )
@@ -514,7 +514,7 @@ ORDER = [
 ]
 
 INTRO = """
-Cross-process locks (issue 4): `ndshm.Lock()`, `ndshm.RWLock()` and every
+Cross-process locks: `ndshm.Lock()`, `ndshm.RWLock()` and every
 shared array's `a.lock`, against `multiprocessing.Lock` and `Value`. Targets:
 <= 40 ns per uncontended acquire + release from Python, <= 20 ns from Rust,
 <= 300 ns per increment with 2 processes contending on `counter += 1`. Run

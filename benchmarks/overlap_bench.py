@@ -2,7 +2,7 @@
 20 000 x 10 000 float64 array (1.6 GB) with 2 workers.
 
     .venv/bin/python benchmarks/run.py overlap           # via run.py (updates RESULTS.md)
-    .venv/bin/python benchmarks/overlap_bench.py --quick  # by itself, small sizes, tables only
+    .venv/bin/python benchmarks/overlap_bench.py --quick  # by itself, small sizes, writes nothing
 
 Contenders, each computing the whole filtered array (``mode="reflect"``,
 halo depth 16 = the filter's radius). The block functions run with
@@ -31,7 +31,6 @@ medians and the load other processes put on the machine meanwhile.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import hashlib
 import sys
@@ -47,8 +46,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from common import Progress, Result, fmt_ratio, fmt_time, gc_paused, table, verdict
-from dask_bench import Rounds, local_cluster, versions_line
+from common import PartRounds, Result, fmt_ratio, fmt_time, gc_paused, table, verdict
+from dask_bench import local_cluster, versions_line
 
 import ndshm
 
@@ -129,7 +128,7 @@ def bench_overlap(cfg: Config, log: Callable[[str], None]) -> Result:
     # Results are compared with scipy's through a digest of their bytes:
     # one fewer 1.6 GB array held during the run.
     want = _digest(ndi.gaussian_filter(plain, SIGMA, mode="reflect"))
-    rounds = Rounds(seed=15)
+    rounds = PartRounds(seed=15)
     checked: set[str] = set()
 
     def check(key: str, got: Any) -> None:
@@ -292,16 +291,5 @@ Target: at least 1.8x scipy in one process, and ahead of dask. Run with
 """
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes, few rounds")
-    args = ap.parse_args(sys.argv[1:] if argv is None else argv)
-    cfg = QUICK if args.quick else FULL
-    res = bench_overlap(cfg, Progress())
-    print(f"## {SECTION}\n\n{common.environment_md(common.environment(), 'overlap_bench.py')}")
-    print(f"\n### {res.title}\n\n{res.body}")
-    return res.raw
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(common.standalone(BENCHMARKS))

@@ -1,7 +1,7 @@
 """Plain views of shared arrays: the benchmarks of what travels as a handle.
 
     .venv/bin/python benchmarks/run.py plain_view store_layout pickling
-    .venv/bin/python benchmarks/sharing_bench.py [--quick]
+    .venv/bin/python benchmarks/sharing_bench.py [--quick] [--write]
 
 1. ``map_blocks`` on a plain view of a 1 GiB shared input (``np.asarray(a)``
    and ``xarray.DataArray(a)``) against the SharedArray itself, on one
@@ -20,12 +20,8 @@ The module follows the suite protocol of ``benchmarks/run.py``.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +31,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import MiB, Result, fmt_ratio, fmt_time, table, verdict
+from common import (
+    MiB,
+    Result,
+    baseline_dir,
+    baseline_python,
+    fmt_ratio,
+    fmt_time,
+    run_child,
+    standalone,
+    table,
+    verdict,
+)
 
 import ndshm
 
@@ -55,8 +62,6 @@ it) in a child process in the same run. Run with
 `NDSHM_BASELINE=../base .venv/bin/python benchmarks/run.py plain_view
 store_layout pickling`.
 """
-
-BASELINE = Path(os.environ.get("NDSHM_BASELINE", "")).resolve() if os.environ.get("NDSHM_BASELINE") else None
 
 
 @dataclass
@@ -91,30 +96,6 @@ QUICK = Config(
     pickle_small_reps=2000,
     pickle_big_reps=2,
 )
-
-
-def _baseline_python() -> Path | None:
-    if BASELINE is None:
-        return None
-    py = BASELINE / ".venv" / "bin" / "python"
-    return py if py.exists() else None
-
-
-def _child(python: Path | str, code: str, cwd: Path | None = None, timeout: float = 900) -> dict:
-    """Runs `code` in a child `python`; it prints one JSON line last."""
-    env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    p = subprocess.run(
-        [str(python), "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env=env,
-    )
-    if p.returncode != 0:
-        raise RuntimeError(f"child failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------ 1. map_blocks
@@ -179,13 +160,13 @@ def bench_plain_view(cfg: Config, log: Callable[[str], None]) -> Result:
     del a, out, contenders
 
     base_rows = []
-    py = _baseline_python()
+    py = baseline_python()
     if py is not None:
         m = cfg.base_bytes // 8
         code = _MAP_BLOCKS_CHILD.format(n=m, rounds=cfg.base_rounds)
-        for label, python, cwd in (("before (baseline)", py, BASELINE), ("now", sys.executable, None)):
+        for label, python, cwd in (("before (baseline)", py, baseline_dir()), ("now", sys.executable, None)):
             log(f"map_blocks {cfg.base_bytes >> 20} MiB: {label}")
-            got = _child(python, code, cwd)
+            got = run_child(python, code, cwd)
             shared = statistics.median(got["SharedArray"])
             plain = statistics.median(got["np.asarray(a)"])
             base_rows.append([label, fmt_time(shared), fmt_time(plain), fmt_ratio(plain / shared)])
@@ -245,14 +226,14 @@ if __name__ == "__main__":
 def bench_store_layout(cfg: Config, log: Callable[[str], None]) -> Result:
     rows = []
     runs = [("now", sys.executable, None)]
-    py = _baseline_python()
+    py = baseline_python()
     if py is not None:
-        runs.insert(0, ("before (baseline)", py, BASELINE))
+        runs.insert(0, ("before (baseline)", py, baseline_dir()))
     raw = {}
     ratio_now = float("nan")
     for label, python, cwd in runs:
         log(f"store: {label}")
-        got = _child(python, _STORE_CHILD.format(rounds=cfg.store_rounds), cwd)
+        got = run_child(python, _STORE_CHILD.format(rounds=cfg.store_rounds), cwd)
         raw[label] = got
         wide = statistics.median(got["(1000, 4000)"])
         tall = statistics.median(got["(4000, 1000)"])
@@ -351,7 +332,7 @@ def bench_pickling(cfg: Config, log: Callable[[str], None]) -> Result:
             code = _PICKLE_CHILD.format(
                 with_ndshm=cond == "with", small=cfg.pickle_small_reps, big=cfg.pickle_big_reps
             )
-            for key, ns in _child(sys.executable, code).items():
+            for key, ns in run_child(sys.executable, code).items():
                 samples[cond].setdefault(key, []).append(ns)
     rows = []
     worst = 0.0
@@ -396,16 +377,5 @@ BENCHMARKS: dict[str, Callable[[Config, Callable[[str], None]], Result]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> None:
-    from common import Progress
-
-    argv = sys.argv[1:] if argv is None else argv
-    cfg = QUICK if "--quick" in argv else FULL
-    log = Progress()
-    for fn in BENCHMARKS.values():
-        res = fn(cfg, log)
-        print(f"\n### {res.title}\n{res.body}", flush=True)
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(standalone(BENCHMARKS))

@@ -26,7 +26,6 @@ tables give medians. Every result is checked against numpy's.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import random
@@ -42,7 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from common import Progress, Result, Samples, fmt_ratio, fmt_time, gc_paused, table
+from common import Result, Samples, fmt_ratio, fmt_time, gc_paused, table
 
 import ndshm
 from ndshm.blocks import blocks, normalize_chunks
@@ -170,15 +169,5 @@ def bench_threads(cfg: Config, log: Callable[[str], None]) -> Result:
 BENCHMARKS: dict[str, Callable[[Config, Callable[[str], None]], Result]] = {"threads": bench_threads}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args(argv)
-    res = bench_threads(QUICK if args.quick else FULL, Progress())
-    print(common.environment_md(common.environment(), "benchmarks/threads_bench.py"))
-    print(f"\n### {res.title}\n{res.body}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.standalone(BENCHMARKS))
