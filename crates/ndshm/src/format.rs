@@ -312,11 +312,7 @@ impl Control {
 /// Checks a segment of `file_len` bytes given private copies of its header
 /// page and control page. Returns the header and control fields when every
 /// size agrees: file length, control page, and shape × itemsize.
-pub fn validate(
-    file_len: u64,
-    header: &[u8; PAGE],
-    control: &[u8; PAGE],
-) -> Result<(Header, Control), FormatError> {
+pub fn validate(file_len: u64, header: &[u8; PAGE], control: &[u8; PAGE]) -> Result<(Header, Control), FormatError> {
     let decoded = Header::decode(header);
     let c = validate_decoded(file_len, header_hash(header), decoded.as_ref().map_err(Clone::clone), control)?;
     Ok((decoded?, c))
