@@ -610,6 +610,8 @@ def test_workers_that_cannot_start_break_the_pool_with_a_clear_error():
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=50)
     elapsed = time.monotonic() - t0
     assert proc.returncode != 0
-    last = proc.stderr.strip().splitlines()[-1]
-    assert "WorkerDied" in last and "while starting" in last and "__main__" in last, last
+    # The program's own error; a worker still dying may print after it.
+    died = [line for line in proc.stderr.splitlines() if "WorkerDied" in line]
+    assert died, proc.stderr[-3000:]
+    assert "while starting" in died[-1] and "__main__" in died[-1], died[-1]
     assert elapsed < 20
