@@ -309,21 +309,22 @@ def field_extents(a: np.ndarray):
         yield from field_extents(a[name])
 
 
-def dtype_problem(dt: np.dtype) -> str | None:
-    """What makes a dtype unsafe to read (numpy trusts its fields), if anything."""
-    if dt.itemsize <= 0:
+def dtype_problem(dt: np.dtype, whole: bool = True) -> str | None:
+    """What makes a dtype unsafe to read (numpy trusts its fields), if anything.
+    A field may take no bytes (a subarray of shape (0,)); a whole item may not."""
+    if dt.itemsize < 0 or (whole and dt.itemsize == 0):
         return f"item size {dt.itemsize}"
     if dt.subdtype is not None:
         base, shape = dt.subdtype
         if base.itemsize * int(np.prod(shape)) != dt.itemsize:
             return f"subarray {shape} of {base.itemsize}-byte items in {dt.itemsize} bytes"
-        return dtype_problem(base)
+        return dtype_problem(base, whole=False)
     for name, (field, offset, *_title) in (dt.fields or {}).items():
         if offset < 0 or offset + field.itemsize > dt.itemsize:
             return (
                 f"field {name!r} at {offset}..{offset + field.itemsize} outside its {dt.itemsize}-byte item"
             )
-        inner = dtype_problem(field)
+        inner = dtype_problem(field, whole=False)
         if inner:
             return inner
     return None
