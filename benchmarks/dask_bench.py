@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import pool_bench
 from common import MiB, Progress, Result, Samples, fmt_ratio, fmt_size, fmt_time, gc_paused, table, verdict
-from pool_bench import _err
+from pool_bench import err
 
 import ndshm
 
@@ -809,8 +809,8 @@ def run_parts(cfg: Config, log: Callable[[str], None], parts: tuple[str, ...] = 
             try:
                 body, raw[part] = PART_FNS[part](c, cfg, log)
             except Exception as e:  # one failed part must not lose the others
-                log(f"dask {part}: failed: {_err(e)}")
-                body, raw[part] = f"\n#### {part}\n\nFailed: {_err(e)}\n", {"error": _err(e)}
+                log(f"dask {part}: failed: {err(e)}")
+                body, raw[part] = f"\n#### {part}\n\nFailed: {err(e)}\n", {"error": err(e)}
                 with suppress(Exception):
                     c.settle()
             bodies.append(body.strip())

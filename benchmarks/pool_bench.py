@@ -72,7 +72,7 @@ import common
 from common import HERE, REPO, Progress, Result, Samples, fmt_ratio, fmt_time, gc_paused, table, verdict
 
 import ndshm
-from ndshm._worker import _keep_freed_memory  # the malloc settings of ndshm's workers
+from ndshm._worker import keep_freed_memory  # the malloc settings of ndshm's workers
 
 SECTION = "Parallel work (issue 3)"
 WORKERS = 2
@@ -196,7 +196,8 @@ def _stop_loky() -> None:
         ex.shutdown(wait=True)
 
 
-def _err(e: BaseException) -> str:
+def err(e: BaseException) -> str:
+    """A one-line description of `e`, for the tables."""
     msg = str(e).splitlines()[0] if str(e) else ""
     return f"error: {type(e).__name__}: {msg}"[:160]
 
@@ -234,7 +235,7 @@ class Rounds:
                 try:
                     fns[k]()
                 except Exception as e:
-                    self.errors[k] = _err(e)
+                    self.errors[k] = err(e)
                     log(f"{what}: {k} failed: {self.errors[k]}")
         if warmups:
             log(f"{what}: warmed up")
@@ -248,7 +249,7 @@ class Rounds:
                 try:
                     self._record(k, fns[k]())
                 except Exception as e:
-                    self.errors[k] = _err(e)
+                    self.errors[k] = err(e)
                     log(f"{what}: {k} failed: {self.errors[k]}")
             log(f"{what}: round {r + 1}/{rounds}")
         self.load = meter.line()
@@ -1096,7 +1097,7 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
                 fns["ndshm_py_fresh"] = lambda: run_nd(lambda a, b: a * b, True)
                 fns["ndshm_module"] = run_nd_module
             except Exception as e:
-                keep_nd["error"] = _err(e)
+                keep_nd["error"] = err(e)
                 log(f"seed: ndshm set-up failed: {keep_nd['error']}")
         rounds = Rounds([k for k, _ in SEED_ROWS], seed=53)
         if "error" in keep_nd:
@@ -1272,8 +1273,8 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
     # after each use, and faulting them in again costs more than the
     # arithmetic. The one process runs in a process of its own, so the
     # harness's own malloc history cannot slow it down or speed it up.
-    one_pool = mp.Pool(1, initializer=_keep_freed_memory)
-    pool = mp.Pool(WORKERS, initializer=_keep_freed_memory)
+    one_pool = mp.Pool(1, initializer=keep_freed_memory)
+    pool = mp.Pool(WORKERS, initializer=keep_freed_memory)
     plain = mp.Pool(WORKERS)
     npool = None
     made: list[shared_memory.SharedMemory] = []
@@ -1341,7 +1342,7 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
 
                 fns["ndshm"] = run_nd
             except Exception as e:
-                keep_nd["error"] = _err(e)
+                keep_nd["error"] = err(e)
                 log(f"cpu: ndshm set-up failed: {keep_nd['error']}")
         rounds = Rounds(["one", "hand", "hand_plain", "ndshm"], seed=54)
         if "error" in keep_nd:
@@ -1350,7 +1351,7 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
             try:
                 f()
             except Exception as e:
-                rounds.errors[k] = _err(e)
+                rounds.errors[k] = err(e)
                 log(f"cpu: {k} failed: {rounds.errors[k]}")
         rounds.run(fns, cfg.cpu_rounds, log, "cpu")
     finally:
@@ -1602,7 +1603,7 @@ def bench_startup(cfg: Config, log: Callable[[str], None]) -> Result:
         try:
             f()
         except Exception as e:
-            rounds.errors[k] = _err(e)
+            rounds.errors[k] = err(e)
     rounds.run(fns, cfg.startup_rounds, log, "startup")
     base = rounds.med("mp")
     rows = []
@@ -1618,7 +1619,7 @@ def bench_startup(cfg: Config, log: Callable[[str], None]) -> Result:
         what = f"ndshm start-up to first result ({how}) ≤ {TARGET_STARTUP_MS:g} ms"
         v = nd.median if nd.n else None
         targets.append(_target(rounds, k, what, v, fmt_time, v is not None and v <= TARGET_STARTUP_MS * 1e6))
-    default_method = ndshm.pool._default_start_method() if have_pool() else "?"
+    default_method = ndshm.startmethod.default_start_method() if have_pool() else "?"
     main_mod = getattr(sys.modules.get("__main__"), "__file__", None)
     main_name = Path(main_mod).name if main_mod else "(none)"
     body = f"""
