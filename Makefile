@@ -27,6 +27,7 @@ lint: build
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
+	$(BIN)/mypy
 
 stubtest: build
 	$(BIN)/python -m mypy.stubtest ndshm._native

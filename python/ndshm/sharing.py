@@ -169,7 +169,7 @@ class _Pickler(pickle.Pickler):
     dispatch_table = ChainMap({np.ndarray: _ndarray_reducer(5)}, copyreg.dispatch_table)  # type: ignore[arg-type]
 
 
-class _CloudPickler(cloudpickle.Pickler):
+class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
     """cloudpickle (functions, lambdas, closures), with ndarrays that view
     shared memory as handles (always pickling at protocol 5)."""
 
