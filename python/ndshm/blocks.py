@@ -1,4 +1,4 @@
-"""Blocks of an n-dimensional shape, and the per-block work of
+"""Blocks of an n-dimensional shape, the per-block work of
 ``map_blocks``.
 
 ``chunks`` follows dask: an int (the same block size on every axis), a

@@ -170,7 +170,10 @@ class Pool(Executor):
                     exitcode=code,
                 )
                 self._closed = True
-                self._board.shutdown()
+                # The other workers die starting too: stopped now, so that
+                # nothing they print comes after the error the caller sees.
+                self._finalizer.detach()
+                _stop(self._board, self._procs, 0.0)
                 for fut in builtins.list(self._futures.futures.values()):
                     try:
                         fut.set_running_or_notify_cancel()
