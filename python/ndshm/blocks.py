@@ -1,5 +1,5 @@
 """Blocks of an n-dimensional shape, the per-block work of
-``map_blocks``.
+``map_blocks``, and the planning of a call (checks before any work).
 
 ``chunks`` follows dask: an int (the same block size on every axis), a
 tuple with one int per axis (``-1`` or ``None``: the whole axis), or a tuple
