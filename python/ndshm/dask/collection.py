@@ -39,15 +39,15 @@ class Ref:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.array.shape
+        return self.array.shape  # type: ignore[union-attr]  # a ForeignHandle raises its error
 
     @property
     def dtype(self) -> np.dtype:
-        return self.array.dtype
+        return self.array.dtype  # type: ignore[union-attr]  # a ForeignHandle raises its error
 
     @property
     def ndim(self) -> int:
-        return len(self.array.shape)
+        return len(self.array.shape)  # type: ignore[union-attr]  # a ForeignHandle raises its error
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(self.array, ForeignHandle):
