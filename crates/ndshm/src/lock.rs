@@ -488,7 +488,6 @@ mod tests {
         w.unlock().unwrap();
         let a2 = a.clone();
         let (tx, rx) = std::sync::mpsc::channel();
-        w.unlock().unwrap();
         let holder = std::thread::spawn(move || {
             assert!(a2.words().try_lock());
             tx.send(()).unwrap();
