@@ -28,6 +28,7 @@ lint: build
 	RUSTDOCFLAGS="-D warnings" cargo doc --quiet -p ndshm --no-deps
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
+	$(BIN)/mypy
 
 stubtest: build
 	$(BIN)/python -m mypy.stubtest ndshm._native

@@ -142,10 +142,10 @@ def bench_overlap(cfg: Config, log: Callable[[str], None]) -> Result:
         # The blocks ndshm picks by itself, handed to dask too.
         probe = pool.map_overlap(np.negative, x[:1], depth=0)  # starts the workers
         del probe
-        from ndshm.pool import _overlap_bytes, _plan_blocks
+        from ndshm.overlap import overlap_bytes, plan_overlap
 
-        spec = (DEPTH, "none", True, lambda s, i: _overlap_bytes(s, i, WORKERS))
-        runner, _ = _plan_blocks(_filter, (x,), None, None, None, {}, spec)
+        target = lambda s, i: overlap_bytes(s, i, WORKERS)  # noqa: E731
+        runner, _ = plan_overlap(_filter, (x,), None, None, None, {}, DEPTH, "none", True, target)
         blocks = runner.grid
         del runner
         log(f"overlap: {len(blocks[0])} x {len(blocks[1])} blocks of about {blocks[0][0]} x {blocks[1][0]}")

@@ -40,7 +40,7 @@ from pool_contenders import (
 )
 
 import ndshm
-from ndshm._worker import _keep_freed_memory  # the malloc settings of ndshm's workers
+from ndshm._worker import keep_freed_memory  # the malloc settings of ndshm's workers
 
 
 def cpu_kernel(b: np.ndarray) -> np.ndarray:
@@ -104,8 +104,8 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
     # after each use, and faulting them in again costs more than the
     # arithmetic. The one process runs in a process of its own, so the
     # harness's own malloc history cannot slow it down or speed it up.
-    one_pool = mp.Pool(1, initializer=_keep_freed_memory)
-    pool = mp.Pool(WORKERS, initializer=_keep_freed_memory)
+    one_pool = mp.Pool(1, initializer=keep_freed_memory)
+    pool = mp.Pool(WORKERS, initializer=keep_freed_memory)
     plain = mp.Pool(WORKERS)
     npool = None
     made: list[shared_memory.SharedMemory] = []

@@ -217,7 +217,7 @@ def bench_startup(cfg: Config, log: Callable[[str], None]) -> Result:
         targets.append(
             target_row(rounds, k, what, v, fmt_time, v is not None and v <= TARGET_STARTUP_MS * 1e6)
         )
-    default_method = ndshm.pool._default_start_method()
+    default_method = ndshm.startmethod.default_start_method()
     main_mod = getattr(sys.modules.get("__main__"), "__file__", None)
     main_name = Path(main_mod).name if main_mod else "(none)"
     body = f"""

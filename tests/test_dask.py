@@ -570,11 +570,11 @@ def test_store_runs_each_chunk_where_it_is_computed(client, xy):
     assert not any(ss["action"] == "transfer" for t in ts.data for ss in t["startstops"])
 
 
-def test_a_last_ufunc_is_computed_straight_into_out(client, xy):
+def test_alast_ufunc_is_computed_straight_into_out(client, xy):
     """When the last step is one ufunc over dask arrays, each chunk is
     computed into its place in out; anything else is computed, then copied.
     Both give numpy's result."""
-    from ndshm.dask.collection import _last_ufunc
+    from ndshm.dask.collection import last_ufunc
 
     x, y = xy
     dx = ndshm.dask.to_dask(x, chunks=(100, 150))
@@ -593,13 +593,13 @@ def test_a_last_ufunc_is_computed_straight_into_out(client, xy):
         (dx.T.T, x, None),
     ]
     for expr, expected, ufunc in cases:
-        last = _last_ufunc(expr, into)
+        last = last_ufunc(expr, into)
         assert (last[0] if last else None) is ufunc, expr
         got = ndshm.dask.compute_into(expr)
         np.testing.assert_allclose(got, expected, rtol=1e-12)
     # Another dtype for out: computed, then cast (as before).
     f32 = ndshm.zeros((400, 300), dtype=np.float32)
-    assert _last_ufunc(dx * dy, f32) is None
+    assert last_ufunc(dx * dy, f32) is None
     ndshm.dask.store(dx * dy, f32)
     np.testing.assert_array_equal(f32, (x * y).astype(np.float32))
 

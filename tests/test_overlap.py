@@ -17,9 +17,9 @@ import pytest
 import scipy.ndimage as ndi
 
 import ndshm
-from ndshm.blocks import normalize_chunks
+from ndshm.blocks import normalize_chunks, plan_blocks
 from ndshm.handles import segment_of
-from ndshm.pool import _plan_blocks
+from ndshm.overlap import plan_overlap
 
 WORKERS = 2
 # dask's boundary and the scipy.ndimage mode that extends an array the same way
@@ -126,8 +126,8 @@ def test_default_chunks_fit_the_depth(pool):
     want = ndi.gaussian_filter(a, 4, mode="reflect")
     got = pool.map_overlap(ndi.gaussian_filter, a, depth=16, boundary="reflect", sigma=4)
     np.testing.assert_array_equal(got, want)
-    runner, _ = _plan_blocks(
-        np.negative, (a,), None, None, None, {}, (16, "reflect", True, lambda s, i: 1 << 20)
+    runner, _ = plan_overlap(
+        np.negative, (a,), None, None, None, {}, 16, "reflect", True, lambda s, i: 1 << 20
     )
     assert len(runner.grid[1]) > 1
     assert all(min(sizes) >= 16 for sizes in runner.grid)
@@ -248,7 +248,7 @@ def test_halos_are_views_of_the_shared_input(pool):
     edge[16:48, 16:48] = False
     np.testing.assert_array_equal(got, ~edge)
     big = ndshm.empty((4096, 1024))  # 32 MiB
-    runner, _ = _plan_blocks(shared, (big,), 256, None, None, {}, (8, "reflect", True, None))
+    runner, _ = plan_overlap(shared, (big,), 256, None, None, {}, 8, "reflect", True, None)
     assert len(cloudpickle.dumps(runner)) < 4096
 
 
@@ -356,7 +356,7 @@ def test_numba_vectorize_writes_into_out(pool):
     x = ndshm.from_array(np.arange(1 << 20, dtype=np.float64).reshape(1024, 1024))
     y = ndshm.full((1024, 1024), 2.0)
     out = ndshm.zeros((1024, 1024))
-    runner, _ = _plan_blocks(axpy, (x, y, 3.0), (1024, 1024), out, None, {})
+    runner, _ = plan_blocks(axpy, (x, y, 3.0), (1024, 1024), out, None, {})
     assert runner.ufunc
     axpy(np.ones(2), np.ones(2), 1.0)  # compiled before measuring
     tracemalloc.start()
@@ -375,7 +375,7 @@ def test_plain_function_goes_through_a_temporary():
     """The measure above can tell: a Python function makes its result first."""
     x = ndshm.from_array(np.arange(1 << 20, dtype=np.float64).reshape(1024, 1024))
     out = ndshm.zeros((1024, 1024))
-    runner, _ = _plan_blocks(lambda b: b * 3.0, (x,), (1024, 1024), out, None, {})
+    runner, _ = plan_blocks(lambda b: b * 3.0, (x,), (1024, 1024), out, None, {})
     assert not runner.ufunc
     tracemalloc.start()
     try:

@@ -354,13 +354,13 @@ def test_idle_pool_uses_no_cpu():
 @pytest.mark.parametrize("size", [1, 3, 600, None])
 @pytest.mark.parametrize("kind", ["list", "tuple", "range", "array"])
 def test_chunks_cut_in_bulk_match_chunks_cut_one_by_one(kind, size):
-    from ndshm.pool import _Chunker
+    from ndshm.chunking import Chunker
 
     n = 1301
     items = {"list": list(range(n)), "tuple": tuple(range(n)), "range": range(n), "array": np.arange(n)}[kind]
 
     def cut(bulk: bool) -> list:
-        chunker, out = _Chunker(items, size, 2), []
+        chunker, out = Chunker(items, size, 2), []
         while not chunker.exhausted:
             got = chunker.take_many(5) if bulk else [c for c in [chunker.take()] if c is not None]
             out += [(tag, type(c), list(c)) for tag, c in got]

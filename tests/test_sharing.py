@@ -19,8 +19,8 @@ import pytest
 
 import ndshm
 from ndshm import sharing
+from ndshm.blocks import plan_blocks
 from ndshm.handles import segment_of
-from ndshm.pool import _plan_blocks
 
 ROWS, COLS = 8, 65_536  # 4 MiB of float64: a copy would be obvious
 HANDLE = 1024
@@ -148,7 +148,7 @@ def test_map_blocks_inputs_that_are_plain_views_reach_workers_shared():
         assert pool.map_blocks(is_shared, xr.DataArray(a), chunks=(16, 100)).all()
         assert pool.map_blocks(is_shared, plain(a)[::-1, 3:], plain(a)[:1, 3:], chunks=(16, 50)).all()
         # Not copied into the job: what is pickled for the call is small.
-        runner, _ = _plan_blocks(is_shared, (plain(a),), (16, 50), None, None)
+        runner, _ = plan_blocks(is_shared, (plain(a),), (16, 50), None, None)
         assert len(sharing.dumps_function(runner)) < 4 * HANDLE
 
 

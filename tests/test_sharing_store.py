@@ -17,7 +17,7 @@ import ndshm
 da = pytest.importorskip("dask.array")
 pytest.importorskip("distributed")
 import ndshm.dask  # noqa: E402
-from ndshm.dask.collection import _may_overlap_itself  # noqa: E402
+from ndshm.dask.collection import may_overlap_itself  # noqa: E402
 
 try:
     from numpy._core._multiarray_tests import internal_overlap
@@ -56,7 +56,7 @@ def test_overlap_detection_never_misses_an_overlap():
         if internal_overlap is not None:
             assert internal_overlap(v) == truth, (v.shape, v.strides, v.itemsize)
         if truth:
-            assert _may_overlap_itself(v), (v.shape, v.strides, v.itemsize)
+            assert may_overlap_itself(v), (v.shape, v.strides, v.itemsize)
     assert seen[True] > 100 and seen[False] > 100  # both kinds were tried
 
 
@@ -73,13 +73,13 @@ def test_ordinary_views_do_not_overlap():
         )
         v = a[index]
         assert not overlaps(v)
-        assert not _may_overlap_itself(v), (v.shape, v.strides, v.itemsize)
+        assert not may_overlap_itself(v), (v.shape, v.strides, v.itemsize)
     # The layouts of the report: wide and tall C-ordered arrays.
-    assert not _may_overlap_itself(np.empty((1000, 4000)))
-    assert not _may_overlap_itself(np.empty((4000, 1000)))
-    assert not _may_overlap_itself(np.empty((1000, 4000))[::-1, 10:])
+    assert not may_overlap_itself(np.empty((1000, 4000)))
+    assert not may_overlap_itself(np.empty((4000, 1000)))
+    assert not may_overlap_itself(np.empty((1000, 4000))[::-1, 10:])
     # Broadcasts do overlap.
-    assert _may_overlap_itself(np.broadcast_to(np.zeros(4), (3, 4)))
+    assert may_overlap_itself(np.broadcast_to(np.zeros(4), (3, 4)))
 
 
 @pytest.mark.parametrize("shape", [(1000, 4000), (4000, 1000)])

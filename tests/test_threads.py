@@ -93,7 +93,7 @@ def test_threads_check_workers(workers, error):
 
 def test_threads_check_out_as_processes_do():
     a, b = _inputs()
-    with pytest.raises(ValueError, match="shared memory"):
+    with pytest.raises(ValueError, match="out must be in shared memory"):
         ndshm.map_blocks(np.multiply, a, b, out=np.zeros((300, 70)), executor="threads")
     with pytest.raises(ValueError, match="shape"):
         ndshm.map_blocks(np.multiply, a, b, out=ndshm.zeros((3, 70)), executor="threads")

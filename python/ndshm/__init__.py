@@ -18,9 +18,11 @@ from .arrays import (
     zeros_like,
 )
 from .blocks import blocks
+from .errors import RemoteTraceback, WorkerDied
 from .hosts import ForeignHandle
 from .locks import Lock, LockOwnerDied, RWLock
-from .pool import Pool, RemoteTraceback, WorkerDied, map, map_blocks, map_overlap
+from .maps import map, map_blocks, map_overlap
+from .pool import Pool
 from .segments import AbandonedSegment, CorruptSegment, SegmentInfo, delete, exists, gc, info, list
 
 __version__ = "0.1.0"

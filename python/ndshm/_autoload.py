@@ -67,7 +67,7 @@ class _AfterImport(importlib.abc.MetaPathFinder):
             except Exception as e:  # never break the user's import of the library
                 warnings.warn(f"ndshm: could not register with {fullname}: {e!r}", stacklevel=2)
 
-        loader.exec_module = exec_then_register  # type: ignore[union-attr]
+        loader.exec_module = exec_then_register  # type: ignore[method-assign, union-attr]
         return spec
 
 

@@ -7,7 +7,7 @@ gh-126631), and from late 3.13 releases to 3.14 a main module that fails
 to import there kills the server. The parent passes the path, and its
 ``sys.argv``, which a worker would set before importing the module, in an
 environment variable while it starts the server (``Pool`` does, see
-``pool._preload_forkserver``).
+``startmethod.preload_forkserver``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import types
 from contextlib import suppress
 from multiprocessing import process, spawn
 
-from ._worker import MAIN_PATH_ENV
+from .startmethod import MAIN_PATH_ENV
 
 
 def _import_main() -> None:

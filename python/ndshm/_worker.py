@@ -1,8 +1,8 @@
 """The loop a pool worker runs: claim a task from the board, run it, hand
 the result back through the worker's output ring.
 
-Payloads are pickles. A job's function is unpickled once per job. Whatever
-does not fit the board travels as a :class:`Spilled` segment instead.
+Payloads follow :mod:`ndshm.protocol`. A job's function is unpickled once
+per job.
 """
 
 from __future__ import annotations
@@ -17,18 +17,9 @@ from typing import Any
 import numpy as np
 
 from . import _native
-from .arrays import from_array
 from .blocks import BlockRunner
 from .handles import segment_of
-
-# Job kinds: how a task's items are applied to the job's function.
-MAP = 0  # fn(item)
-STAR = 1  # fn(*item)
-DIRECT = 2  # a task is (fn, args, kwargs)
-
-# The program's main module's path, for the fork server to import it once
-# (set by the pool while it starts the server; see ndshm._forkserver).
-MAIN_PATH_ENV = "NDSHM_FORKSERVER_MAIN"
+from .protocol import MAP, STAR, TaskError, pack, unpack
 
 # How long an idle worker sleeps between looks at the shutdown flag (a
 # shutdown wakes it at once; this is only a backstop).
@@ -40,59 +31,6 @@ _SETTLE = 0.02
 _RECHECK = 1.0
 
 _dumps = pickle.dumps
-_loads = pickle.loads
-
-# A task's outcomes, as the board records them.
-DONE, FAILED = _native.TASK_DONE, _native.TASK_FAILED
-
-
-class Spilled:
-    """Bytes too big for the board, in an anonymous shared segment; pickles
-    as a handle."""
-
-    __slots__ = ("array",)
-
-    def __init__(self, array: np.ndarray) -> None:
-        self.array = array
-
-    @classmethod
-    def of(cls, data: bytes) -> Spilled:
-        return cls(from_array(np.frombuffer(data, dtype=np.uint8)))
-
-    def __reduce__(self):
-        return (Spilled, (self.array,))
-
-    def load(self) -> Any:
-        return _loads(memoryview(self.array))
-
-
-def pack(obj: Any, limit: int, dumps=_dumps) -> bytes:
-    """Pickles `obj`, spilling it to a segment when it exceeds `limit`."""
-    data = dumps(obj, protocol=5)
-    return spill(data) if len(data) > limit else data
-
-
-def spill(data: bytes) -> bytes:
-    """A small pickle that loads the pickle `data` from a segment."""
-    return _dumps(Spilled.of(data), protocol=5)
-
-
-def unpack(data: bytes) -> Any:
-    obj = _loads(data)
-    return obj.load() if type(obj) is Spilled else obj
-
-
-class TaskError:
-    """What a failed task sends back: the results before the failure, the
-    exception and its formatted traceback."""
-
-    __slots__ = ("done", "exc", "tb")
-
-    def __init__(self, done: list, exc: BaseException, tb: str) -> None:
-        self.done, self.exc, self.tb = done, exc, tb
-
-    def __reduce__(self):
-        return (TaskError, (self.done, self.exc, self.tb))
 
 
 def _failure(done: list, exc: BaseException, limit: int) -> bytes:
@@ -128,7 +66,7 @@ def _retire(board: _native.Board, jobs: dict, kept: dict) -> None:
         _kind, fn = jobs.pop(job)
         if isinstance(fn, BlockRunner):
             for a in (*fn.arrays, fn.out):
-                seg = segment_of(a)
+                seg = segment_of(a) if isinstance(a, np.ndarray) else None
                 if seg is not None and seg.name is None:
                     kept.setdefault(seg.id, a)
     dropped = [sid for sid, a in kept.items() if not _held(a)]
@@ -147,7 +85,7 @@ def _load_job(board: _native.Board, job: int) -> tuple[int, Any]:
     return unpack(board.job(job))
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Lets glibc keep freed memory instead of handing it back to the kernel
     after each task: a worker reuses its temporaries task after task, and
     faulting them in again costs more than the computation (``mallopt``
@@ -164,7 +102,7 @@ def main(board_array: np.ndarray, index: int) -> None:
     """Entry point of worker `index` of the pool whose board is `board_array`."""
     # Ctrl-C is the parent's to handle: it stops the work and the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _keep_freed_memory()
+    keep_freed_memory()
     seg = segment_of(board_array)
     assert seg is not None, "the board is a shared array"
     board = _native.Board.open(seg)
@@ -173,6 +111,7 @@ def main(board_array: np.ndarray, index: int) -> None:
     limit = board.max_output
     jobs: dict[int, tuple[int, Any]] = {}
     claim, complete = worker.claim, worker.complete
+    done, failed = _native.TASK_DONE, _native.TASK_FAILED
     kept: dict[int, np.ndarray] = {}
     idle = _SETTLE
     while True:
@@ -186,7 +125,7 @@ def main(board_array: np.ndarray, index: int) -> None:
         idle = _SETTLE
         task, job = t.task, t.job
         start = perf_counter_ns()
-        results: list | None = []
+        results: Any = []
         try:
             kind_fn = jobs.get(job)
             if kind_fn is None:
@@ -214,5 +153,5 @@ def main(board_array: np.ndarray, index: int) -> None:
                 ok, out = False, _failure([], _unpicklable(results, exc, t.tag), limit)
         # Hold nothing of this task past it: only `jobs` keeps arrays.
         results = items = fn = kind_fn = t = None
-        if not complete(task, DONE if ok else FAILED, out, perf_counter_ns() - start):
+        if not complete(task, done if ok else failed, out, perf_counter_ns() - start):
             return

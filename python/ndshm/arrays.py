@@ -8,7 +8,7 @@ and rebuilds the view.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, SupportsIndex
 
 import numpy as np
@@ -66,9 +66,9 @@ class SharedArray(np.ndarray):
         seg = handles.segment_of(self)
         if seg is None:
             raise ValueError("this array is not in shared memory (a copy or computed result): it has no lock")
-        return RWLock._of(seg)
+        return RWLock.of_segment(seg)
 
-    def __array_wrap__(self, obj, context=None, return_scalar=False):  # type: ignore[override]
+    def __array_wrap__(self, obj: Any, context: Any = None, return_scalar: bool = False) -> Any:
         if return_scalar:
             return obj[()]
         if isinstance(obj, SharedArray):  # an in-place result: the shared array itself
@@ -78,26 +78,28 @@ class SharedArray(np.ndarray):
     def copy(self, order: Any = "C") -> np.ndarray:  # type: ignore[override]
         return np.array(self, copy=True, order=order, subok=False)
 
-    def __copy__(self) -> np.ndarray:
+    def __copy__(self) -> np.ndarray:  # type: ignore[override]
         return self.copy()
 
-    def __deepcopy__(self, memo: Any) -> np.ndarray:
+    def __deepcopy__(self, memo: Any) -> np.ndarray:  # type: ignore[override]
         return self.copy()
 
-    def astype(self, dtype, order="K", casting="unsafe", subok=False, copy=True):  # type: ignore[override]
+    def astype(  # type: ignore[override]
+        self, dtype: Any, order: Any = "K", casting: Any = "unsafe", subok: bool = False, copy: bool = True
+    ) -> np.ndarray:
         return np.ndarray.astype(self, dtype, order=order, casting=casting, subok=subok, copy=copy)
 
-    def flatten(self, order: Any = "C") -> np.ndarray:  # type: ignore[override]
+    def flatten(self, order: Any = "C") -> np.ndarray:
         return np.ndarray.flatten(self.view(np.ndarray), order)
 
-    def __reduce_ex__(self, protocol):  # type: ignore[override]
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         handle = handles.handle(self)
         if handle is None:
             # Private memory (e.g. fancy-indexing result): pickle the data.
             return self.view(np.ndarray).__reduce_ex__(protocol)
         return handle
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> Any:
         return self.__reduce_ex__(2)
 
     def __repr__(self) -> str:
@@ -140,7 +142,7 @@ def populate(arr: np.ndarray) -> None:
     seg.populate(lo - seg.address, hi - lo)
 
 
-def _publish(seg: _native.Segment, fill) -> SharedArray:
+def _publish(seg: _native.Segment, fill: Callable[[SharedArray], object] | None) -> SharedArray:
     """Runs `fill` on the new array, then publishes it; on any error the
     segment is abandoned, so nothing half-made is left behind."""
     arr = _wrap(seg)

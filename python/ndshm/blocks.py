@@ -1,5 +1,5 @@
-"""Blocks of an n-dimensional shape, and the per-block work of
-``map_blocks``.
+"""Blocks of an n-dimensional shape, the per-block work of
+``map_blocks``, and the planning of a call (checks before any work).
 
 ``chunks`` follows dask: an int (the same block size on every axis), a
 tuple with one int per axis (``-1`` or ``None``: the whole axis), or a tuple
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .arrays import populate
+from . import sharing
+from .arrays import SharedArray, empty_lazy, from_array, populate
 from .hosts import ForeignHandle
 
 __all__ = ["blocks", "normalize_chunks"]
@@ -24,7 +25,7 @@ __all__ = ["blocks", "normalize_chunks"]
 Chunks = tuple[tuple[int, ...], ...]
 
 
-def _auto(shape: tuple[int, ...], itemsize: int, target: int = 4 << 20) -> Chunks:
+def sized_chunks(shape: tuple[int, ...], itemsize: int, target: int = 4 << 20) -> Chunks:
     """Blocks of about `target` bytes: whole trailing axes while they fit,
     then as much of the next axis as fits (C-order blocks stay contiguous)."""
     room = max(1, target // max(1, itemsize))
@@ -53,7 +54,7 @@ def normalize_chunks(chunks: Any, shape: Sequence[int], itemsize: int = 8) -> Ch
     blocks of about 4 MiB). Raises ValueError when they do not fit."""
     shape = tuple(int(n) for n in shape)
     if chunks is None:
-        return _auto(shape, itemsize)
+        return sized_chunks(shape, itemsize)
     if isinstance(chunks, bool):
         raise ValueError(f"chunks must be an int or a tuple, not {chunks!r}")
     if isinstance(chunks, int | np.integer):
@@ -64,7 +65,7 @@ def normalize_chunks(chunks: Any, shape: Sequence[int], itemsize: int = 8) -> Ch
         raise ValueError(
             f"chunks {chunks!r} have {len(chunks)} axes, the arrays {len(shape)} (shape {shape})"
         )
-    out = []
+    out: list[tuple[int, ...]] = []
     for axis, (c, n) in enumerate(zip(chunks, shape)):
         if c is None or (isinstance(c, int | np.integer) and not isinstance(c, bool) and c == -1):
             out.append((n,))
@@ -130,7 +131,8 @@ class BlockRunner:
     ) -> None:
         self.fn = fn
         self.arrays = arrays
-        self.out = out
+        # A ForeignHandle where it was unpickled on another host than `out`.
+        self.out: np.ndarray | ForeignHandle = out
         self.shape = out.shape
         self.dtype = out.dtype
         self.grid = grid
@@ -228,3 +230,94 @@ class BlockRunner:
             return result.astype(self.dtype, casting="same_kind", copy=False)
         np.copyto(target, result, casting="same_kind")
         return None
+
+
+#: Keywords that ndshm's block functions keep for themselves, on every entry
+#: point (Pool methods, module functions, with any executor), so a call
+#: means the same wherever it runs: a name here that the entry point called
+#: does not take is a TypeError, never passed to ``fn``. Every other keyword
+#: goes to ``fn``; bind one of these names with ``functools.partial``.
+RESERVED = frozenset(
+    {"chunks", "out", "dtype", "chunksize", "progress", "workers", "start_method", "executor"}
+    | {"block_id", "block_info"}  # given to fn by ndshm, when fn takes them
+)
+
+
+def check_kwargs(what: str, kwargs: dict) -> None:
+    """Refuses the :data:`RESERVED` names among the keywords meant for ``fn``."""
+    clash = sorted(RESERVED.intersection(kwargs))
+    if clash:
+        name = clash[0]
+        raise TypeError(
+            f"{what}() got {name}=, a keyword ndshm keeps for itself and never passes to fn "
+            f"(not taken by this entry point); to give it to fn, use functools.partial(fn, {name}=...)"
+        )
+
+
+def share_input(a: Any) -> np.ndarray:
+    """`a` as a shared array (or view of one): shared arrays as they are,
+    others copied once; broadcast axes are not materialized."""
+    shared = sharing.shared_view(a) if isinstance(a, np.ndarray) else None
+    if shared is not None:
+        return shared
+    a = np.asarray(a)
+    if a.dtype.hasobject:
+        raise TypeError("map_blocks inputs cannot hold Python objects (dtype object)")
+    core = a[tuple(slice(0, 1) if s == 0 and n > 1 else slice(None) for s, n in zip(a.strides, a.shape))]
+    shared = from_array(np.ascontiguousarray(core) if core.ndim else core)
+    return np.broadcast_to(shared, a.shape, subok=True)
+
+
+def broadcast_inputs(fn: Any, arrays: tuple, what: str) -> tuple[list[np.ndarray], tuple[int, ...]]:
+    """The inputs of a block call as arrays, and the shape they broadcast to."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, not {type(fn).__name__}")
+    if not arrays:
+        raise ValueError(f"{what} needs at least one array")
+    inputs = [np.asarray(a) if not isinstance(a, np.ndarray) else a for a in arrays]
+    try:
+        shape = np.broadcast_shapes(*(a.shape for a in inputs))
+    except ValueError:
+        shapes = ", ".join(str(a.shape) for a in inputs)
+        raise ValueError(f"the arrays do not broadcast to one shape: {shapes}") from None
+    return inputs, shape
+
+
+def prepare_out(
+    out: Any, shape: tuple[int, ...], dtype: Any, inputs: list[np.ndarray]
+) -> tuple[SharedArray, bool]:
+    """The shared array the blocks are written into (allocated lazily when
+    `out` is None), and whether it was allocated here."""
+    want = np.dtype(dtype) if dtype is not None else np.result_type(*inputs)
+    if out is None:
+        # Its pages are allocated by the workers, each for the blocks it
+        # writes: in parallel, and not first zeroed here.
+        return empty_lazy(shape, want), True
+    out = sharing.require_shared(out, "out")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, the broadcast inputs {shape}")
+    if dtype is not None and out.dtype != want:
+        raise ValueError(f"out has dtype {out.dtype}, not the requested {want}")
+    if not np.can_cast(want, out.dtype, "same_kind"):
+        raise ValueError(f"out has dtype {out.dtype}, which the inputs' {want} cannot be cast to")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    return out, False
+
+
+def share_inputs(inputs: list[np.ndarray], shape: tuple[int, ...]) -> list[np.ndarray]:
+    """Each input as a shared view broadcast to `shape`."""
+    return [np.broadcast_to(share_input(a), shape, subok=True) for a in inputs]
+
+
+def plan_blocks(
+    fn: Any, arrays: tuple, chunks: Any, out: Any, dtype: Any, kwargs: dict | None = None
+) -> tuple[BlockRunner, SharedArray]:
+    """Checks map_blocks' arguments (before any work starts); gives the
+    runner of its blocks and the array they are written into."""
+    inputs, shape = broadcast_inputs(fn, arrays, "map_blocks")
+    out, lazy = prepare_out(out, shape, dtype, inputs)
+    grid = normalize_chunks(chunks, shape, out.dtype.itemsize)
+    runner = BlockRunner(fn, share_inputs(inputs, shape), out, grid, kwargs)
+    runner.lazy = lazy
+    return runner, out

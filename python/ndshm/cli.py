@@ -286,7 +286,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {ndshm.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, **kw: Any):
+    def add(
+        name: str, func: Callable[[argparse.Namespace], int], help: str, **kw: Any
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=kw.pop("description", help), **kw)
         p.set_defaults(func=func)
         return p

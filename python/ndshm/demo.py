@@ -26,6 +26,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +75,7 @@ def _size(nbytes: int) -> str:
     return f"{nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"{nbytes / 1e6:.0f} MB"
 
 
-def _timed(fn, *args):
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     r = fn(*args)
     return r, time.perf_counter() - t

@@ -15,7 +15,7 @@ Like ``threading.Lock``, the lock is not re-entrant.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -32,8 +32,8 @@ def _new_segment() -> _native.Segment:
     return seg
 
 
-def _rebuild_lock(cls: type, ref: bytes) -> Lock:
-    return cls._of(handles.attach_ref(ref, False))
+def _rebuild_lock(cls: type[Lock], ref: bytes) -> Lock:
+    return cls.of_segment(handles.attach_ref(ref, False))
 
 
 class Lock(_native.Lock):
@@ -43,13 +43,14 @@ class Lock(_native.Lock):
     def __new__(cls, *args: Any, **kwargs: Any) -> Lock:
         if args or kwargs:
             raise TypeError(f"{cls.__name__}() takes no arguments")
-        return super().__new__(cls, _new_segment())
+        return cast(Lock, super().__new__(cls, _new_segment()))
 
     @classmethod
-    def _of(cls, seg: _native.Segment) -> Any:
+    def of_segment(cls, seg: _native.Segment) -> Any:
+        """The lock of an existing segment (as its arrays share it)."""
         return _native.Lock.__new__(cls, seg)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (_rebuild_lock, (type(self), handles.segment_ref(self.segment)))
 
     def __repr__(self) -> str:
@@ -63,7 +64,8 @@ class _Shared:
     __slots__ = ("_lock", "_slot", "_timeout")
 
     def __init__(self, lock: RWLock, timeout: float | None) -> None:
-        self._lock, self._slot, self._timeout = lock, None, timeout
+        self._lock, self._timeout = lock, timeout
+        self._slot: int | None = None
 
     def __enter__(self) -> RWLock:
         slot = self._lock.acquire_read(self._timeout)
@@ -74,6 +76,7 @@ class _Shared:
 
     def __exit__(self, *exc: Any) -> None:
         slot, self._slot = self._slot, None
+        assert slot is not None, "released before it was taken"
         self._lock.release_read(slot)
 
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from numbers import Number
 from typing import Any
 
 import numpy as np
 
-from .blocks import BlockRunner, Chunks
+from .arrays import SharedArray
+from .blocks import BlockRunner, Chunks, broadcast_inputs, normalize_chunks, prepare_out, share_inputs
 
 __all__ = ["Halo", "OverlapRunner"]
 
@@ -70,7 +72,7 @@ def _boundary(axis: int, b: Any) -> Any:
                 f"boundary {b!r} on axis {axis} is not one of {', '.join(map(repr, BOUNDARIES))} or a number"
             )
         return b
-    if isinstance(b, Number | np.generic) and np.ndim(b) == 0:
+    if isinstance(b, Number | np.generic) and np.ndim(b) == 0:  # type: ignore[arg-type]
         return b
     raise ValueError(
         f"boundary on axis {axis} must be one of {', '.join(map(repr, BOUNDARIES))} or a number, not {b!r}"
@@ -308,3 +310,40 @@ class OverlapRunner(BlockRunner):
                 interior.append(slice(first, first + s.stop - s.start))
             result = result[tuple(interior)]
         return self.store(loc, sl, result, target)
+
+
+def overlap_bytes(shape: tuple[int, ...], itemsize: int, workers: int) -> int:
+    """Bytes per block of a map_overlap when `chunks` is not given: a few
+    blocks per worker, big enough that halos cost little."""
+    total = math.prod(shape) * itemsize
+    return min(64 << 20, max(4 << 20, total // (4 * max(1, workers))))
+
+
+def plan_overlap(
+    fn: Any,
+    arrays: tuple,
+    chunks: Any,
+    out: Any,
+    dtype: Any,
+    kwargs: dict | None,
+    depth: Any,
+    boundary: Any,
+    trim: bool,
+    target: Callable[[tuple[int, ...], int], int] | None,
+) -> tuple[OverlapRunner, SharedArray]:
+    """Checks map_overlap's arguments (before any work starts), as
+    :func:`ndshm.blocks.plan_blocks`; ``target(shape, itemsize)`` gives the
+    block size in bytes when `chunks` is not given."""
+    inputs, shape = broadcast_inputs(fn, arrays, "map_overlap")
+    halo = Halo(depth, boundary, len(shape))
+    out, lazy = prepare_out(out, shape, dtype, inputs)
+    if chunks is None:
+        if target is None:
+            raise ValueError("map_overlap needs chunks or a block size")
+        grid = halo.chunks(shape, out.dtype.itemsize, target(shape, out.dtype.itemsize))
+    else:
+        grid = normalize_chunks(chunks, shape, out.dtype.itemsize)
+    halo.check(grid, [a.dtype for a in inputs])
+    runner = OverlapRunner(fn, share_inputs(inputs, shape), out, grid, kwargs, halo, trim)
+    runner.lazy = lazy
+    return runner, out

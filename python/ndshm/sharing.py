@@ -166,10 +166,10 @@ class _Pickler(pickle.Pickler):
     is consulted only for objects of types pickle has no fast path for, and
     follows later registrations with copyreg."""
 
-    dispatch_table = ChainMap({np.ndarray: _ndarray_reducer(5)}, copyreg.dispatch_table)
+    dispatch_table = ChainMap({np.ndarray: _ndarray_reducer(5)}, copyreg.dispatch_table)  # type: ignore[arg-type]
 
 
-class _CloudPickler(cloudpickle.Pickler):
+class _CloudPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
     """cloudpickle (functions, lambdas, closures), with ndarrays that view
     shared memory as handles (always pickling at protocol 5)."""
 
@@ -206,7 +206,7 @@ def _joblib_handle(reducer: Any, a: np.ndarray) -> Any:
     it would not dump (small ones, ``max_nbytes=None``), copy-on-write
     (``mmap_mode="c"``), and arrays not in shared memory."""
     max_nbytes = getattr(reducer, "_max_nbytes", None)
-    read_only = _JOBLIB_MODES.get(getattr(reducer, "_mmap_mode", None))
+    read_only = _JOBLIB_MODES.get(str(getattr(reducer, "_mmap_mode", None)))
     if a.base is None or max_nbytes is None or read_only is None or a.nbytes <= max_nbytes:
         return None
     view = read_only_view(a) if read_only else shared_view(a)
@@ -233,7 +233,7 @@ def teach_joblib(module: Any) -> None:
         return original(self, a)
 
     __call__._ndshm_shares = True  # type: ignore[attr-defined]
-    cls.__call__ = __call__  # type: ignore[union-attr]
+    setattr(cls, "__call__", __call__)  # noqa: B010 (cls is found at run time)
 
 
 def install() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .arrays import SharedArray
 from .blocks import BlockRunner
 
 
@@ -37,7 +38,7 @@ def check_workers(workers: Any) -> int:
     return int(workers)
 
 
-def run_blocks(runner: BlockRunner, out: np.ndarray, workers: int, progress: bool) -> np.ndarray:
+def run_blocks(runner: BlockRunner, out: SharedArray, workers: int, progress: bool) -> SharedArray:
     """Runs every block of `runner` on `workers` threads, each writing its
     block into `out`. The first error (in completion order) stops the
     blocks not yet started and is raised once the running ones end; so

@@ -12,7 +12,7 @@ with open(sys.argv[1], "a") as f:
     f.write(json.dumps([os.getpid(), __name__, sys.argv]) + "\n")
 
 import ndshm
-from ndshm._worker import MAIN_PATH_ENV
+from ndshm.startmethod import MAIN_PATH_ENV
 
 
 class Point:

@@ -39,22 +39,22 @@ class Ref:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.array.shape
+        return self.array.shape  # type: ignore[union-attr]  # a ForeignHandle raises its error
 
     @property
     def dtype(self) -> np.dtype:
-        return self.array.dtype
+        return self.array.dtype  # type: ignore[union-attr]  # a ForeignHandle raises its error
 
     @property
     def ndim(self) -> int:
-        return len(self.array.shape)
+        return len(self.array.shape)  # type: ignore[union-attr]  # a ForeignHandle raises its error
 
     def __getitem__(self, index: Any) -> np.ndarray:
         if isinstance(self.array, ForeignHandle):
             return _fetch(self, index)
         return self.array[index]
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (Ref, (self.array,))
 
     def __dask_tokenize__(self) -> Any:
@@ -124,7 +124,7 @@ def to_dask(a: SharedArray, chunks: Any = "auto", *, name: str | None = None) ->
     )
 
 
-def _may_overlap_itself(a: np.ndarray) -> bool:
+def may_overlap_itself(a: np.ndarray) -> bool:
     """Whether two elements of `a` may share memory (a broadcast or an
     as_strided view). Taking the axes from the smallest step to the largest,
     none can overlap if each step clears the bytes spanned by the axes
@@ -158,7 +158,7 @@ class _Apply:
 
 
 def _write(out: np.ndarray, region: tuple[slice, ...], block: Any, lock: bool, lazy: bool) -> None:
-    dst = out[(*region, ...)]  # a view even for a 0-d out
+    dst = out[(*region, ...)]  # type: ignore[arg-type]  # a view even for a 0-d out
     if lazy:
         populate(dst)
     if lock:
@@ -222,7 +222,7 @@ _UFUNC_OF: dict[Any, np.ufunc] = {
 }
 
 
-def _last_ufunc(x: da.Array, out: np.ndarray) -> tuple[np.ufunc, list[da.Array]] | None:
+def last_ufunc(x: da.Array, out: np.ndarray) -> tuple[np.ufunc, list[da.Array]] | None:
     """When the last step of `x` is one numpy ufunc applied chunk by chunk
     to dask arrays (`a * b`, `np.sin(a)`, ...), that ufunc and its inputs:
     then each chunk can be computed straight into `out`. None otherwise
@@ -283,12 +283,12 @@ def store(x: da.Array, out: SharedArray, *, lock: bool | None = None, _lazy: boo
     if not out.flags.writeable:
         raise ValueError("out is read-only")
     if lock is None:
-        lock = _may_overlap_itself(out)
+        lock = may_overlap_itself(out)
     ref = Ref(out)
     # One store step per chunk, fused by dask with the step that computes
     # the chunk: the chunk is written where it was made, never moved.
     starts = [tuple(int(v) for v in np.cumsum((0, *c))[:-1]) for c in x.chunks]
-    last = _last_ufunc(x, out)
+    last = last_ufunc(x, out)
     ufunc, inputs = last if last is not None else (None, [x])
     done = da.map_blocks(
         _store_chunk,

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays import SharedArray, populate
-from ..blocks import BlockRunner, _auto
+from ..blocks import BlockRunner, sized_chunks
 from ..sharing import as_shared
 
 __all__ = ["map_blocks_on", "map_on"]
@@ -29,7 +29,8 @@ _MIN_BLOCK = 4 << 20
 _MAX_BLOCK = 64 << 20
 
 
-def _check_client(client: Any) -> None:
+def check_client(client: Any) -> None:
+    """Refuses an executor that is not a ``distributed.Client``."""
     from distributed import Client
 
     if not isinstance(client, Client):
@@ -60,7 +61,7 @@ def _run_chunk(fn: Callable, items: list) -> list:
 
 def map_on(client: Any, fn: Callable, iterable: Iterable, chunksize: int | None, progress: bool) -> list:
     """``[fn(x) for x in iterable]`` on the client's workers."""
-    _check_client(client)
+    check_client(client)
     if not callable(fn):
         raise TypeError(f"fn must be callable, not {type(fn).__name__}")
     items = [as_shared(x) for x in iterable]  # plain views of shared memory go as handles
@@ -96,12 +97,12 @@ def auto_chunks(client: Any, arrays: tuple, dtype: Any) -> Any:
         itemsize = np.dtype(dtype).itemsize if dtype is not None else np.result_type(*arrays).itemsize
     except (ValueError, TypeError):
         return None
-    return _auto(shape, itemsize, block_bytes(client, shape, itemsize))
+    return sized_chunks(shape, itemsize, block_bytes(client, shape, itemsize))
 
 
 def map_blocks_on(client: Any, runner: BlockRunner, out: SharedArray, progress: bool) -> SharedArray:
     """Runs every block of `runner` on the client's workers."""
-    _check_client(client)
+    check_client(client)
     nblocks = math.prod(len(s) for s in runner.grid)
     inputs = []
     for index in range(nblocks):
