@@ -7,8 +7,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import ndshm
+
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = ROOT / "python" / "ndshm"
+# The package as imported: the source tree in a checkout, site-packages
+# when the tests run against an installed wheel.
+PACKAGE = Path(ndshm.__file__).resolve().parent
 
 
 def _module_name(path: Path) -> str:
