@@ -53,11 +53,13 @@ def shared_view(arr: np.ndarray) -> SharedArray | None:
     """The same view of the same memory as `arr`, as a SharedArray (which
     pickles as a handle), or None if its memory is not inside a published
     segment. Finding it sends nothing (no handoff is counted). Every
-    decision of this module about an array goes through here."""
-    seg = handles.segment_of(arr)
-    if seg is None or not seg.published:
-        return None
-    return arr if isinstance(arr, SharedArray) else arr.view(SharedArray)
+    decision of this module about an array goes through here; a plain
+    view is checked and rebuilt by :func:`ndshm.handles.shared_view`."""
+    if isinstance(arr, SharedArray):
+        seg = handles.segment_of(arr)
+        return arr if seg is not None and seg.published else None
+    view = handles.shared_view(arr)
+    return view if isinstance(view, SharedArray) else None
 
 
 def read_only_view(arr: np.ndarray) -> SharedArray | None:
