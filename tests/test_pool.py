@@ -362,7 +362,7 @@ def test_chunks_cut_in_bulk_match_chunks_cut_one_by_one(kind, size):
     def cut(bulk: bool) -> list:
         chunker, out = Chunker(items, size, 2), []
         while not chunker.exhausted:
-            got = chunker.take_many(5) if bulk else [c for c in [chunker.take()] if c is not None]
+            got = chunker.take_many(5).chunks if bulk else [c for c in [chunker.take()] if c is not None]
             out += [(tag, type(c), list(c)) for tag, c in got]
         return out
 

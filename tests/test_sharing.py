@@ -180,6 +180,43 @@ def test_pool_items_arguments_and_closures_travel_as_handles():
         assert (a[i] == i + 1).all(), i
 
 
+def write_if_array(x: object, value: float = 9.0) -> str:
+    if isinstance(x, np.ndarray):
+        x[...] = value
+    return type(x).__name__
+
+
+@pytest.mark.parametrize("starred", [False, True])
+def test_one_view_among_many_plain_items_still_travels_as_a_handle(starred):
+    # Chunks are cut and pickled in batches; a batch is looked at once for
+    # arrays, so the one view at the end of a long run of plain items (or
+    # inside the last tuple) must still be found.
+    a = ndshm.zeros((ROWS, COLS))
+    v = plain(a)
+    plain_items: list = [*range(150), 1.5, "s", b"b", None, True, 2j]
+    with ndshm.Pool(2) as pool:
+        if starred:
+            items = [(x, 1.0) for x in plain_items] + [(v[1], 3.0)]
+            got = pool.starmap(write_if_array, items, chunksize=1)
+        else:
+            got = pool.map(write_if_array, [*plain_items, v[0]], chunksize=1)
+    assert got[-1] == "SharedArray"
+    row = 1 if starred else 0
+    assert (a[row] == (3.0 if starred else 9.0)).all()
+    assert (np.delete(a, row, axis=0) == 0).all()
+
+
+def test_holds_no_array_is_true_only_for_plain_items():
+    assert sharing.holds_no_array([1, 2.0, "x", b"y", None, True, 1j])
+    assert sharing.holds_no_array([(1, "a"), (2, None)])
+    assert sharing.holds_no_array(())
+    assert not sharing.holds_no_array([1, np.zeros(2)])
+    assert not sharing.holds_no_array([(1, 2), (np.zeros(2), 3)])
+    assert not sharing.holds_no_array([(1, 2), 3])  # mixed: looked at chunk by chunk
+    assert not sharing.holds_no_array([[1], [2]])  # containers other than tuples
+    assert not sharing.holds_no_array([np.float64(1.0)])  # numpy scalars are not plain
+
+
 # --------------------------------------------------------------------------
 # 1. Dask
 

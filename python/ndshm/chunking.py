@@ -5,9 +5,20 @@ from __future__ import annotations
 import builtins
 import itertools
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
+
+from .sharing import holds_no_array
+
+
+class Batch(NamedTuple):
+    """Chunks ``(tag, items)`` cut in one step."""
+
+    chunks: list[tuple[int, Any]]
+    #: Every item is surely free of arrays (see :func:`ndshm.sharing.holds_no_array`):
+    #: the chunks can be pickled as they are.
+    plain: bool
 
 
 class Chunker:
@@ -56,12 +67,14 @@ class Chunker:
             return self.grow
         return int(min(65536, max(1, self.TARGET / max(self.per_item, 1e-9))))
 
-    def take_many(self, n: int) -> list[tuple[int, Any]]:
+    def take_many(self, n: int) -> Batch:
         """Up to `n` chunks, as :meth:`take` gives them."""
         if self.fixed and self.seq is not None and not self.exhausted:
             # A fixed size over a sequence: cut the chunks in one step.
             size, start = self.fixed, self.pos
             part = self.seq[start : start + n * size]
+            # Its items are looked at once, here, rather than chunk by chunk.
+            plain = type(part) is range or (not isinstance(part, np.ndarray) and holds_no_array(part))
             if type(part) is range and size < 512:
                 part = builtins.list(part)  # as in take(), in one step
             chunks = [(start + i, part[i : i + size]) for i in range(0, len(part), size)]
@@ -70,14 +83,14 @@ class Chunker:
             self.pos = self.tag = start + len(part)
             self.remaining = cast(int, self.remaining) - len(part)
             self.exhausted = len(part) < n * size or self.remaining <= 0
-            return chunks
+            return Batch(chunks, plain)
         chunks = []
         while len(chunks) < n:
             nxt = self.take()
             if nxt is None:
                 break
             chunks.append(nxt)
-        return chunks
+        return Batch(chunks, False)
 
     def take(self) -> tuple[int, Any] | None:
         if self.exhausted:

@@ -6,12 +6,40 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from . import _native
 from .blocks import BlockRunner
 from .errors import RemoteTraceback
 from .protocol import FUTURES, unpack
+
+
+class Outcome(Protocol):
+    """What came back for a task: the core's ``_native.Completion``, or
+    :class:`Lost`."""
+
+    @property
+    def tag(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def state(self) -> int: ...
+    @property
+    def payload(self) -> Any: ...
+    @property
+    def elapsed_ns(self) -> int: ...
+
+
+class Lost:
+    """The outcome of a task whose worker died: ``TASK_DIED``, with the
+    :class:`~ndshm.WorkerDied` to raise as its payload."""
+
+    __slots__ = ("count", "elapsed_ns", "payload", "state", "tag")
+
+    def __init__(self, tag: int, count: int, error: BaseException, elapsed_ns: int) -> None:
+        self.tag, self.count, self.elapsed_ns = tag, count, elapsed_ns
+        self.state = _native.TASK_DIED
+        self.payload = error
 
 
 class Job:
@@ -24,7 +52,7 @@ class Job:
         self.blocks: BlockRunner | None = None
         self.outstanding = 0
         self.cancelled = False
-        self.done: dict[int, tuple[int, int, Any, int]] = {}
+        self.done: dict[int, Outcome] = {}
         # Tags in the order they came back; kept only for unordered results.
         self.ordered = ordered
         self.arrived: deque[int] = deque()
@@ -36,12 +64,12 @@ class Job:
             return f"block {locs[0]}" if count == 1 else f"blocks {locs[0]}..{locs[-1]}"
         return f"item {tag}" if count == 1 else f"items {tag}..{tag + count - 1}"
 
-    def deliver(self, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
+    def deliver(self, got: Outcome) -> None:
         self.outstanding -= 1
         if not self.cancelled:
-            self.done[tag] = (state, count, payload, elapsed)
+            self.done[got.tag] = got
             if not self.ordered:
-                self.arrived.append(tag)
+                self.arrived.append(got.tag)
 
 
 class PoolFuture(Future):
@@ -94,9 +122,9 @@ class FutureJob(Job):
         fut = self.futures.get(tag)
         return f"task {tag} ({fut.name})" if fut is not None else f"task {tag}"
 
-    def deliver(self, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
+    def deliver(self, got: Outcome) -> None:
         self.outstanding -= 1
-        fut = self.futures.pop(tag, None)
+        fut = self.futures.pop(got.tag, None)
         if fut is None:
             return
         try:
@@ -105,12 +133,13 @@ class FutureJob(Job):
         except RuntimeError:  # already marked running
             pass
         try:
+            state = got.state
             if state == _native.TASK_DONE:
-                fut.set_result(unpack(payload)[0])
+                fut.set_result(unpack(got.payload)[0])
             elif state == _native.TASK_DIED:
-                fut.set_exception(payload)
+                fut.set_exception(got.payload)
             elif state == _native.TASK_FAILED:
-                err = unpack(payload)
+                err = unpack(got.payload)
                 err.exc.__cause__ = RemoteTraceback(err.tb)
                 fut.set_exception(err.exc)
             else:

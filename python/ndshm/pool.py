@@ -32,7 +32,7 @@ from .blocks import RESERVED, BlockRunner, check_kwargs, plan_blocks
 from .chunking import Chunker
 from .errors import RemoteTraceback, WorkerDied
 from .handles import segment_of
-from .jobs import FutureJob, Job, PoolFuture
+from .jobs import FutureJob, Job, Lost, Outcome, PoolFuture
 from .overlap import overlap_bytes, plan_overlap
 from .progress import Progress
 from .startmethod import default_start_method, default_workers, preload_forkserver
@@ -148,17 +148,17 @@ class Pool(Executor):
                 job = self._jobs.get(c.job)
                 if job is None:
                     continue
-                tag, count, state = c.tag, c.count, c.state
-                payload: Any = c.payload
-                if state == _native.TASK_DIED:
-                    what = f"{job.items(tag, count)} of {job.what}"
-                    payload = WorkerDied(
+                got: Outcome = c
+                if c.state == _native.TASK_DIED:
+                    what = f"{job.items(c.tag, c.count)} of {job.what}"
+                    died = WorkerDied(
                         f"worker {i} (pid {p.pid}) {how} while running {what}",
                         task=what,
                         pid=p.pid,
                         exitcode=code,
                     )
-                self._deliver(job, tag, count, state, payload, c.elapsed_ns)
+                    got = Lost(c.tag, c.count, died, c.elapsed_ns)
+                self._deliver(job, got)
             p.close()
             self._procs[i] = None
             if self._start_deaths >= _START_DEATHS and self._broken is None:
@@ -187,8 +187,8 @@ class Pool(Executor):
 
     # -- collecting ------------------------------------------------------
 
-    def _deliver(self, job: Job, tag: int, count: int, state: int, payload: Any, elapsed: int) -> None:
-        job.deliver(tag, count, state, payload, elapsed)
+    def _deliver(self, job: Job, got: Outcome) -> None:
+        job.deliver(got)
         if job.cancelled and job.outstanding == 0 and job.id != protocol.FUTURES:
             self._jobs.pop(job.id, None)
             self._parent.close_job(job.id)
@@ -201,7 +201,7 @@ class Pool(Executor):
             for c in got:
                 job = jobs.get(c.job)
                 if job is not None:
-                    self._deliver(job, c.tag, c.count, c.state, c.payload, c.elapsed_ns)
+                    self._deliver(job, c)
                     others = others or job is not me
             now = time.monotonic()
             if now >= self._next_check:
@@ -364,15 +364,16 @@ class Pool(Executor):
 
     def _results(self, job: Job, tag: int, chunker: Chunker) -> tuple[list, BaseException | None]:
         """A chunk's results, and the error that ended it early, if any."""
-        state, count, payload, elapsed = job.done.pop(tag)
+        got = job.done.pop(tag)
+        state, count = got.state, got.count
         if chunker.learns:
-            chunker.observe(count, elapsed)
+            chunker.observe(count, got.elapsed_ns)
         if state == _native.TASK_DONE:
-            return protocol.unpack(payload), None
+            return protocol.unpack(got.payload), None
         if state == _native.TASK_DIED:
-            return [], payload
+            return [], got.payload
         if state == _native.TASK_FAILED:
-            err = protocol.unpack(payload)
+            err = protocol.unpack(got.payload)
             err.exc.__cause__ = RemoteTraceback(err.tb)
             return err.done, err.exc
         return [], RuntimeError(f"{job.what}: items {tag}..{tag + count - 1} were skipped")

@@ -17,6 +17,7 @@ import numpy as np
 from . import sharing
 from .arrays import from_array
 from .blocks import BlockRunner
+from .chunking import Batch
 
 # Job kinds: how a task's items are applied to the job's function.
 MAP = 0  # fn(item)
@@ -104,10 +105,12 @@ def pack_call(fn: Any, args: tuple, kwargs: dict, limit: int) -> bytes:
         raise TypeError(f"cannot send {describe(fn)} and its arguments to the workers: {e}") from e
 
 
-def pack_chunks(chunks: list[tuple[int, Any]], limit: int) -> list[tuple[int, int, bytes]]:
-    """``(tag, count, payload)`` of each ``(tag, chunk)``."""
+def pack_chunks(batch: Batch, limit: int) -> list[tuple[int, int, bytes]]:
+    """``(tag, count, payload)`` of each ``(tag, chunk)`` of the batch."""
+    chunks = batch.chunks
+    dumps = _dumps if batch.plain else sharing.dumps  # a plain batch holds no array
     try:
-        packed = [(tag, len(c), sharing.dumps(c)) for tag, c in chunks]
+        packed = [(tag, len(c), dumps(c, protocol=5)) for tag, c in chunks]
     except Exception:
         for tag, c in chunks:
             try:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copyreg
 import functools
 import io
+import itertools
 import pickle
 from collections import ChainMap
 from collections.abc import Callable
@@ -42,6 +43,7 @@ __all__ = [
     "as_shared",
     "dumps",
     "dumps_function",
+    "holds_no_array",
     "install",
     "read_only_view",
     "require_shared",
@@ -125,8 +127,20 @@ def _ndarray_reducer(protocol: int) -> Callable[[np.ndarray], Any]:
 
 # Items of these types hold no array: a chunk of them is pickled as is.
 _PLAIN = frozenset({int, float, str, bytes, bool, complex, type(None)})
+_TUPLE = frozenset({tuple})
 _SHORT = 64  # items checked at C speed
 _FEW = 8  # items checked one by one (tuples of plain items too: starmap's)
+
+
+def holds_no_array(items: list | tuple) -> bool:
+    """Whether every one of `items` (a pool's items, before they are cut
+    into chunks) is of a plain type, or (starmap's) a tuple of such: then
+    no chunk of them holds an array. Checked at C speed, once for many
+    chunks."""
+    if _PLAIN.issuperset(map(type, items)):
+        return True
+    members = itertools.chain.from_iterable(items)
+    return _TUPLE.issuperset(map(type, items)) and _PLAIN.issuperset(map(type, members))
 
 
 def _holds_no_array(obj: Any) -> bool:
