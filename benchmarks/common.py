@@ -357,6 +357,23 @@ def sysfs_choice(path: str | Path) -> str | None:
     return m.group(1) if m else None
 
 
+def close_contenders(mp_pools: Iterable[Any], npool: Any, kept: dict, segments: Iterable[Any]) -> None:
+    """Ends what a suite of pool contenders made: multiprocessing pools
+    (terminated), an ndshm pool, the shared arrays the suite kept, and
+    its ``SharedMemory`` segments (closed and unlinked)."""
+    for p in mp_pools:
+        p.terminate()
+        p.join()
+    if npool is not None:
+        with suppress(Exception):
+            npool.shutdown(wait=True)
+    kept.clear()
+    for s in segments:
+        s.close()
+        with suppress(FileNotFoundError):
+            s.unlink()
+
+
 def private_tmpfs() -> bool:
     """Whether this process keeps big anonymous segments in ndshm's private
     tmpfs (huge=within_size), making it on first call where it may."""

@@ -7,7 +7,6 @@ import itertools
 import multiprocessing as mp
 import sys
 from collections.abc import Callable
-from contextlib import suppress
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from time import perf_counter_ns
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     Result,
     Rounds,
+    close_contenders,
     error_text,
     fmt_ratio,
     fmt_time,
@@ -185,17 +185,7 @@ def bench_cpu(cfg: Config, log: Callable[[str], None]) -> Result:
                 log(f"cpu: {k} failed: {rounds.errors[k]}")
         rounds.run(fns, cfg.cpu_rounds, log, "cpu")
     finally:
-        for p in (one_pool, pool, plain):
-            p.terminate()
-            p.join()
-        if npool is not None:
-            with suppress(Exception):
-                npool.shutdown(wait=True)
-        keep_nd.clear()
-        for s in made:
-            s.close()
-            with suppress(FileNotFoundError):
-                s.unlink()
+        close_contenders((one_pool, pool, plain), npool, keep_nd, made)
     one = rounds.med("one")
     labels = {
         "one": "numpy, one process (the same row blocks, in a loop)",

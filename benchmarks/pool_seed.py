@@ -8,7 +8,6 @@ import itertools
 import multiprocessing as mp
 import sys
 from collections.abc import Callable
-from contextlib import suppress
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 from time import perf_counter_ns
@@ -257,16 +256,7 @@ def bench_seed(cfg: Config, log: Callable[[str], None]) -> Result:
                 small.run(small_fns, cfg.seed_rounds, log, "seed, NDSHM_HUGE_PAGES=off", warmups=2)
             huge["off"] = probe()
     finally:
-        pool.terminate()
-        pool.join()
-        if npool is not None:
-            with suppress(Exception):
-                npool.shutdown(wait=True)
-        keep_nd.clear()
-        for s in made:
-            s.close()
-            with suppress(FileNotFoundError):
-                s.unlink()
+        common.close_contenders((pool,), npool, keep_nd, made)
     label_of = dict(SEED_ROWS)
     small_rows = [(f"{k}_off", common.small_pages_label(label_of[k])) for k in SEED_SMALL]
     rows = []
