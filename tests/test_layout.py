@@ -5,6 +5,7 @@ its benchmarks) reaching into another module's ``_private`` names."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import ndshm
@@ -171,3 +172,93 @@ def test_the_private_name_check_sees_both_forms(tmp_path):
     src.write_text("from ndshm.blocks import _even\nimport ndshm.pool\nndshm.pool._CHECK\nndshm.pool.Pool\n")
     found = private_reaches([src], set(package_graph()) | {"ndshm"})
     assert [f.split(": ", 1)[1] for f in found] == ["from ndshm.blocks import _even", "ndshm.pool._CHECK"]
+
+
+# -- the Rust core -------------------------------------------------------------
+
+CORE = ROOT / "crates" / "ndshm" / "src"
+
+
+def _rust_code(path: Path) -> str:
+    """`path`'s Rust text without comments (doc links are not uses)."""
+    return re.sub(r"//[^\n]*", "", path.read_text())
+
+
+def _top_items(group: str) -> list[str]:
+    """The first path segment of each item of a ``{a::b, c, d::{e, f}}`` group."""
+    items, depth, cur = [], 0, ""
+    for ch in group[1:-1]:
+        depth += ch == "{"
+        depth -= ch == "}"
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    return [i.strip().split("::")[0].strip() for i in items if i.strip()]
+
+
+def _paths_after(code: str, prefix: str) -> list[str]:
+    """The first segment of each path that starts with `prefix` (``crate::``,
+    ``super::``), braces groups opened."""
+    found = []
+    for m in re.finditer(re.escape(prefix) + r"(\w+|\{)", code):
+        if m.group(1) != "{":
+            found.append(m.group(1))
+            continue
+        start, depth = m.end() - 1, 0
+        for end in range(start, len(code)):
+            depth += code[end] == "{"
+            depth -= code[end] == "}"
+            if depth == 0:
+                found.extend(_top_items(code[start : end + 1]))
+                break
+    return found
+
+
+def core_graph() -> dict[str, set[str]]:
+    """Which modules of the core crate each of its modules uses. A module in
+    a folder (``dispatch``) is a node per file and uses each of its files;
+    names the crate root re-exports count as uses of the module they come
+    from."""
+    lib = _rust_code(CORE / "lib.rs")
+    folders = {d.name for d in CORE.iterdir() if (d / "mod.rs").exists()}
+    top = {p.stem for p in CORE.glob("*.rs")} - {"lib"} | folders
+    reexported = {}
+    for m in re.finditer(r"pub use (\w+)::(\{[^}]*\}|\w+);", lib):
+        for name in _top_items(m.group(2)) if m.group(2).startswith("{") else [m.group(2)]:
+            reexported[name] = m.group(1)
+    graph: dict[str, set[str]] = {}
+    for path in sorted(CORE.rglob("*.rs")):
+        if path.name == "lib.rs":
+            continue
+        folder = path.parent.name if path.parent != CORE else None
+        inner = {p.stem for p in path.parent.glob("*.rs")} - {"mod"} if folder else set()
+        node = folder if path.name == "mod.rs" else f"{folder}::{path.stem}" if folder else path.stem
+        code = _rust_code(path)
+        uses = set()
+        for seg in _paths_after(code, "crate::"):
+            target = reexported.get(seg, seg)
+            if target in top:
+                uses.add(target)
+        if folder:
+            uses |= {f"{folder}::{s}" for s in _paths_after(code, "super::") if s in inner}
+            if path.name == "mod.rs":
+                uses |= {f"{folder}::{s}" for s in inner}
+        graph[node] = uses - {node}
+    return graph
+
+
+def test_the_core_crate_has_no_module_circle():
+    graph = core_graph()
+    assert "segment" in graph and "dispatch::worker" in graph["dispatch"]
+    assert "dispatch::layout" in graph["dispatch::board"]
+    circle = find_circle(graph)
+    assert circle is None, " -> ".join(circle or [])
+
+
+def test_the_rust_use_reader_sees_groups_and_inline_paths():
+    code = "use crate::{a::{b, c}, d};\nfn f() { crate::e::g(); super::h::i(); }\n"
+    assert _paths_after(code, "crate::") == ["a", "d", "e"]
+    assert _paths_after(code, "super::") == ["h"]
