@@ -46,11 +46,9 @@ class Chunker:
         self.per_item: float | None = None
         self.grow = 1
         self.exhausted = False
-
-    @property
-    def learns(self) -> bool:
-        """Whether chunk sizes follow measured times (see :meth:`observe`)."""
-        return not self.fixed and self.remaining is None
+        #: Whether chunk sizes follow measured times (see :meth:`observe`):
+        #: for items of unknown length with no fixed size.
+        self.learns = not chunksize and self.remaining is None
 
     def observe(self, count: int, elapsed_ns: int) -> None:
         if count:
