@@ -29,6 +29,7 @@ lint: build
 	$(BIN)/ruff check python tests benchmarks
 	$(BIN)/ruff format --check python tests benchmarks
 	$(BIN)/mypy
+	@! git grep -nE '^(<{7}|>{7}) ' || (echo "merge conflict markers left in the files above"; false)
 
 stubtest: build
 	$(BIN)/python -m mypy.stubtest ndshm._native
