@@ -24,6 +24,8 @@ mod claim;
 mod create;
 mod directory;
 pub mod dispatch;
+#[cfg(test)]
+mod doc_tables;
 mod dtype;
 mod error;
 mod fdpass;
