@@ -1,10 +1,12 @@
 //! Receiving handles: from a [`Handle`] (or just its segment reference) to
 //! this process's mapping of the segment, checked before any access.
 //!
-//! A process maps each segment once and reuses the mapping (`registry`); a received segment stays mapped a moment after its last
-//! use (`cache`); an anonymous segment whose sender has exited is fetched
-//! from the sender's keeper (`keeper`). Each attach of an anonymous handle
-//! settles one pending handoff of its sender.
+//! A process maps each segment once and reuses the mapping (`registry`);
+//! a file opened here is mapped and validated by `attach`; a received
+//! segment stays mapped a moment after its last use (`cache`); an
+//! anonymous segment whose sender has exited is fetched from the sender's
+//! keeper (`keeper`). Each attach of an anonymous handle settles one
+//! pending handoff of its sender.
 
 use crate::attach::{attach_file, is_not_regular};
 use crate::handle::{Handle, HandleError, SegmentRef};
