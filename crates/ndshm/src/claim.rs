@@ -84,6 +84,14 @@ pub(crate) fn still_named(path: &Path, f: &File) -> bool {
         .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev())
 }
 
+/// Unlinks `path` if it still names the open file `f`: a creator giving up
+/// removes its name, never a file another process has put there since.
+pub(crate) fn remove_if_ours(path: &Path, f: &File) {
+    if still_named(path, f) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
 /// For a file name in the segment directory: `Some(true)` if it is a
 /// private name whose creator is dead (gc may remove it), `Some(false)` if
 /// it is a private name of a live creator, `None` if it is no private name.

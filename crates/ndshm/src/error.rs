@@ -63,6 +63,16 @@ impl SegmentError {
     }
 }
 
+/// An error of creating, mapping or populating a segment: `NoMemory` when
+/// it means there is no room (EFAULT comes from populating), else `Io`.
+pub(crate) fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
+    if is_no_space(&e) || e.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error()) {
+        SegmentError::NoMemory(format!("cannot {what}: {e}"))
+    } else {
+        SegmentError::io(format!("cannot {what}"), e)
+    }
+}
+
 /// ENOSPC, ENOMEM, EFBIG and EFAULT-from-populate all mean "no room".
 pub(crate) fn is_no_space(e: &io::Error) -> bool {
     matches!(

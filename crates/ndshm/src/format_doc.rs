@@ -2,35 +2,14 @@
 //! table and the handle table must say what the constants, the encoder and
 //! the decoder do. Changing either side alone fails here.
 
+use crate::doc_tables::{self, section, table};
 use crate::format::{self, ctl, flags, Control, CONTROL_MAGIC, DATA_OFFSET, FORMAT_VERSION, MAX_NDIM, PAGE, READY};
 use crate::handle::{flag, MAX_DESCR, MAX_NODE_NAME, WIRE_VERSION};
 use crate::lock::{LockWords, LOCK_BYTES};
 use std::sync::atomic::AtomicU32;
 
 fn format_md() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/FORMAT.md");
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
-}
-
-/// The text of section `## title`, up to the next section.
-fn section<'a>(doc: &'a str, title: &str) -> &'a str {
-    let start = doc.find(&format!("\n## {title}\n")).unwrap_or_else(|| panic!("FORMAT.md has no section {title:?}"));
-    let rest = &doc[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
-    &rest[..end]
-}
-
-/// The rows of the first table in `text`, without its header and rule,
-/// each cell trimmed.
-fn table(text: &str) -> Vec<Vec<String>> {
-    let rows: Vec<Vec<String>> = text
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .map(|l| l.trim().trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
-        .collect();
-    assert!(rows.len() > 2, "no table in:\n{text}");
-    rows[2..].to_vec()
+    doc_tables::read("FORMAT.md")
 }
 
 fn row<'a>(rows: &'a [Vec<String>], field: &str) -> &'a [String] {

@@ -127,6 +127,12 @@ pub fn policy(named_dir: Option<&Path>) -> Policy {
     settings(|c| policy_of(c, named_dir))
 }
 
+/// Whether a segment of `len` bytes, anonymous or named in `named_dir`,
+/// should ask for huge pages.
+pub fn wanted_for(len: usize, named_dir: Option<&Path>) -> bool {
+    len >= MIN_LEN && policy(named_dir).wanted()
+}
+
 /// Whether a new anonymous segment of `len` bytes should be a file in the
 /// private tmpfs rather than a memfd: big enough, huge pages not refused,
 /// and none to be had from a memfd.

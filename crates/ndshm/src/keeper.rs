@@ -8,7 +8,7 @@
 //! receiver that finds the sender gone asks the keeper (`fetch`).
 
 use crate::format::{ctl, PAGE};
-use crate::{handoff, segment};
+use crate::{handoff, registry};
 use memmap2::{MmapOptions, MmapRaw};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use std::fs::File;
@@ -54,7 +54,7 @@ pub fn at_exit() -> Option<u32> {
         served.push(Served { listener: sock, file, pending, _control: control });
         Some(())
     };
-    for seg in segment::live_anonymous() {
+    for seg in registry::live_anonymous() {
         if seg.sent_by() == me && seg.pending() > 0 {
             let Some(fd) = seg.fd() else { continue };
             let Ok(file) = fd.try_clone_to_owned().map(File::from) else { continue };

@@ -18,10 +18,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod attach;
 pub mod cache;
 mod claim;
+mod create;
 mod directory;
 pub mod dispatch;
+#[cfg(test)]
+mod doc_tables;
 mod dtype;
 mod error;
 mod fdpass;
@@ -41,15 +45,17 @@ pub mod name;
 mod populate;
 mod process;
 pub mod receive;
+mod registry;
 mod segment;
 pub mod tmpfs;
 mod view;
 
+pub use create::Created;
 pub use directory::{delete, exists, gc, info, list, Entry, Status};
 pub use dtype::{DType, DTypeError, Element};
 pub use error::{AttachError, CreateError, SegmentError};
 pub use format::{FormatError, Header};
 pub use handle::{Handle, HandleError, SegmentRef, View};
 pub use lock::{LockError, LockWords, Outcome};
-pub use segment::{Created, Info, Segment};
+pub use segment::{Info, Segment};
 pub use view::{check_view, ViewError};

@@ -1,14 +1,16 @@
 //! Receiving handles: from a [`Handle`] (or just its segment reference) to
 //! this process's mapping of the segment, checked before any access.
 //!
-//! A process maps each segment once and reuses the mapping (the registry
-//! in `segment`); a received segment stays mapped a moment after its last
-//! use (`cache`); an anonymous segment whose sender has exited is fetched
-//! from the sender's keeper (`keeper`). Each attach of an anonymous handle
-//! settles one pending handoff of its sender.
+//! A process maps each segment once and reuses the mapping (`registry`);
+//! a file opened here is mapped and validated by `attach`; a received
+//! segment stays mapped a moment after its last use (`cache`); an
+//! anonymous segment whose sender has exited is fetched from the sender's
+//! keeper (`keeper`). Each attach of an anonymous handle settles one
+//! pending handoff of its sender.
 
+use crate::attach::{attach_file, is_not_regular};
 use crate::handle::{Handle, HandleError, SegmentRef};
-use crate::segment::{is_not_regular, Segment};
+use crate::segment::Segment;
 use crate::{cache, host, keeper, SegmentError};
 use rustix::fs::{Mode, OFlags};
 use std::fs::File;
@@ -94,7 +96,7 @@ fn attach_anonymous(pid: u32, fd: i32, id: u64, readonly: bool) -> Result<Segmen
             return Err(SegmentError::Io { context: format!("open array held by process {pid}"), source: e }.into())
         }
     };
-    let seg = Segment::attach_file(file, writable, readonly, None).map_err(|(file, e)| {
+    let seg = attach_file(file, writable, readonly, None).map_err(|(file, e)| {
         // Looked at before opening, but the fd may have changed since.
         if !file.metadata().is_ok_and(|m| m.file_type().is_file()) {
             return HandleError::NotASegment { pid, fd };

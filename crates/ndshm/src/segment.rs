@@ -1,28 +1,24 @@
 //! A segment: one array in shared memory, named (a file under
 //! `/dev/shm/ndshm-NAME`) or anonymous (a memfd), mapped into this process.
 //!
-//! A process maps each segment at most once per access mode: segments are
-//! kept in a registry by id, and a second attach returns the same mapping.
+//! This module holds the mapped segment itself: what it is ([`Info`]), its
+//! data and control words, its lock, its handoff counters, and what happens
+//! when the last handle goes (`Drop`). Making one is `create`, opening one
+//! is `attach` (by name) and `receive` (by handle); the mappings this
+//! process holds are in `registry`.
 
-use crate::error::{is_no_space, AttachError, CreateError, Result, SegmentError};
-use crate::format::{self, ctl, flags, Control, FormatError, Header, DATA_OFFSET, FORMAT_VERSION, PAGE, READY};
-use crate::{claim, handoff, headers, huge, memory, name, populate, process, tmpfs};
+use crate::error::{no_room_or_io, Result, SegmentError};
+use crate::format::{ctl, Header, DATA_OFFSET, PAGE, READY};
+use crate::{claim, handoff, populate, process};
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::fs::{FlockOperation, Mode, OFlags};
-use std::collections::HashMap;
+use rustix::fs::FlockOperation;
 use std::fs::File;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime};
-
-/// How long `attach` waits for a named segment that another process is
-/// still creating.
-const CREATION_WAIT: Duration = Duration::from_secs(10);
 
 // The control words `Segment::word` is asked for: aligned, inside the page.
 const _: () =
@@ -89,99 +85,43 @@ unsafe impl Send for Inner {}
 // SAFETY: see above.
 unsafe impl Sync for Inner {}
 
-type Registry = HashMap<u64, Weak<Inner>>;
-static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-
-/// This process's mapping of segment `id`, if it fits the access wanted.
-fn registry_get(id: u64, readonly: bool) -> Option<Segment> {
-    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let inner = reg.as_ref()?.get(&id)?.upgrade()?;
-    (readonly || !inner.map_readonly).then_some(Segment { inner, readonly })
+/// What a new mapping is made of: given by `create` and `attach`, which
+/// have opened, validated and mapped the file.
+pub(crate) struct Parts {
+    /// The whole segment.
+    pub(crate) map: MmapRaw,
+    /// The file to keep open: an anonymous segment's memfd (handles carry
+    /// its number), or a named segment's file while it is being created.
+    pub(crate) file: Option<File>,
+    pub(crate) info: Info,
+    /// The mapping is read-only (no write permission on the file).
+    pub(crate) map_readonly: bool,
+    /// False only for a segment just created: `publish` sets it.
+    pub(crate) published: bool,
+    /// For a named segment being created: where to unlink it if abandoned.
+    pub(crate) creating_path: Option<PathBuf>,
 }
 
-fn registry_put(seg: &Segment) {
-    let mut reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    let map = reg.get_or_insert_with(HashMap::new);
-    if map.len() >= 64 && map.len().is_power_of_two() {
-        map.retain(|_, w| w.strong_count() > 0);
+/// A segment that does not keep its mapping alive (the registry holds
+/// these).
+pub(crate) struct WeakSegment(Weak<Inner>);
+
+impl WeakSegment {
+    /// A handle of the mapping if it is still alive and fits the access
+    /// wanted (a writable handle needs a writable mapping).
+    pub(crate) fn upgrade(&self, readonly: bool) -> Option<Segment> {
+        let inner = self.0.upgrade()?;
+        (readonly || !inner.map_readonly).then_some(Segment { inner, readonly })
     }
-    map.insert(seg.inner.info.id, Arc::downgrade(&seg.inner));
-}
 
-/// Every anonymous segment this process has mapped and still holds.
-pub(crate) fn live_anonymous() -> Vec<Segment> {
-    let reg = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
-    reg.iter()
-        .flat_map(|m| m.values())
-        .filter_map(Weak::upgrade)
-        .filter(|i| i.info.name.is_none())
-        .map(|inner| Segment { inner, readonly: false })
-        .collect()
-}
-
-fn random_id() -> u64 {
-    let mut b = [0u8; 8];
-    loop {
-        if rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).is_ok() {
-            let id = u64::from_ne_bytes(b);
-            if id != 0 {
-                return id;
-            }
-        }
+    /// Whether the mapping is gone.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.0.strong_count() == 0
     }
 }
 
-fn now_ns() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
-}
-
-/// Validates an open segment file from private copies of its header page
-/// and control page, read with `pread` (faster here than faulting the pages
-/// in, and a concurrent truncation cannot SIGBUS us): its decoded header,
-/// control fields and length. A sound segment costs two reads and no fstat:
-/// the header gives the length, and asking for one byte past the control
-/// page shows the file ends there. Any other file is measured and checked
-/// the long way, which names what is wrong.
-fn validate_file(file: &File) -> std::result::Result<(Arc<headers::Decoded>, Control, u64), FormatError> {
-    type Decoding = std::result::Result<Arc<headers::Decoded>, FormatError>;
-    let check = |len: u64, (hash, decoded): (u64, Decoding), control: &[u8; PAGE]| {
-        let c =
-            format::validate_decoded(len, hash, decoded.as_ref().map(|d| &d.header).map_err(Clone::clone), control)?;
-        Ok((decoded?, c, len))
-    };
-    // Uninitialised buffers: the fast path pays no zeroing of 8 KiB.
-    let (mut hbuf, mut cbuf) = ([MaybeUninit::<u8>::uninit(); PAGE], [MaybeUninit::<u8>::uninit(); PAGE + 1]);
-    if let Ok((header, _)) = rustix::io::pread(file, &mut hbuf, 0) {
-        if let Ok(header) = <&[u8; PAGE]>::try_from(&*header) {
-            let (hash, decoded) = headers::decode(header);
-            let len = decoded.as_ref().ok().and_then(|d| d.header.data_len().ok()).map(format::segment_len);
-            if let Some(len) = len {
-                if let Ok((control, _)) = rustix::io::pread(file, &mut cbuf, len - PAGE as u64) {
-                    if let Ok(control) = <&[u8; PAGE]>::try_from(&*control) {
-                        return check(len, (hash, decoded), control);
-                    }
-                }
-            }
-        }
-    }
-    let mut header = [0u8; PAGE];
-    let len = file.metadata().map_err(|_| FormatError::BadLength { len: 0 })?.len();
-    if len < 2 * PAGE as u64 || len % PAGE as u64 != 0 {
-        return Err(FormatError::BadLength { len });
-    }
-    let mut control = [0u8; PAGE];
-    file.read_exact_at(&mut header[..], 0).map_err(|_| FormatError::BadLength { len })?;
-    file.read_exact_at(&mut control[..], len - PAGE as u64).map_err(|_| FormatError::BadLength { len })?;
-    check(len, headers::decode(&header), &control)
-}
-
-/// Whether a segment of `len` bytes, anonymous or named in `named_dir`,
-/// should ask for huge pages (see `crate::huge`).
-fn want_huge(len: usize, named_dir: Option<&std::path::Path>) -> bool {
-    len >= huge::MIN_LEN && huge::policy(named_dir).wanted()
-}
-
-fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
+/// Maps the first `len` bytes of `file`, writable if asked.
+pub(crate) fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
     let mut opts = MmapOptions::new();
     opts.len(len as usize);
     if writable {
@@ -191,268 +131,60 @@ fn map(file: &File, len: u64, writable: bool) -> io::Result<MmapRaw> {
     }
 }
 
-/// A segment this process created and has not published: nobody else can
-/// attach it yet. Fill it (it derefs to the [`Segment`]), then
-/// [`publish`](Created::publish) it; dropping it unpublished removes it.
-pub struct Created(Segment);
-
-impl std::ops::Deref for Created {
-    type Target = Segment;
-    fn deref(&self) -> &Segment {
-        &self.0
-    }
-}
-
-impl Created {
-    /// Makes the segment visible: sets the ready word (last, with release
-    /// order) and lets waiting attachers in.
-    pub fn publish(self) -> Segment {
-        self.0.publish_now();
-        self.0.clone()
-    }
-
-    /// Gives the segment up: a named one loses its name at once (if the
-    /// name is still this segment's).
-    pub fn abandon(self) {}
-}
-
-impl Drop for Created {
-    fn drop(&mut self) {
-        self.0.abandon_now();
-    }
-}
-
 impl Segment {
-    /// Creates a segment for `header`, named or anonymous, with all its
-    /// memory reserved and zeroed. Nobody can attach it until it is
-    /// published ([`Created::publish`]).
-    pub fn create(header: &Header, seg_name: Option<&str>) -> Result<Created, CreateError> {
-        // SAFETY: no source.
-        unsafe { Self::create_inner(header, seg_name, None, false) }.map(Created).map_err(CreateError::from)
-    }
-
-    /// An anonymous segment whose data pages are not allocated yet: there
-    /// must be room for them now (else `NoMemory`), and whoever writes a
-    /// range first calls [`populate`](Segment::populate) on it, which
-    /// allocates it or fails with `NoMemory` (never a SIGBUS on the write).
-    /// For results that several processes fill in parallel: each allocates
-    /// its own part.
-    pub fn create_lazy(header: &Header) -> Result<Created, CreateError> {
-        // SAFETY: no source.
-        unsafe { Self::create_inner(header, None, None, true) }.map(Created).map_err(CreateError::from)
-    }
-
-    /// Like [`create`](Segment::create), with the data copied from `src`,
-    /// which must hold exactly the array's bytes in its memory order.
-    ///
-    /// # Safety
-    /// `src` must be valid for reads of `src_len` bytes for the whole call.
-    pub unsafe fn create_from(
-        header: &Header,
-        seg_name: Option<&str>,
-        src: *const u8,
-        src_len: usize,
-    ) -> Result<Created, CreateError> {
-        if let Ok(expected) = header.data_len() {
-            if src_len as u64 != expected {
-                return Err(CreateError::SourceLength { given: src_len, expected });
-            }
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { Self::create_inner(header, seg_name, Some((src, src_len)), false) }
-            .map(Created)
-            .map_err(CreateError::from)
-    }
-
-    unsafe fn create_inner(
-        header: &Header,
-        seg_name: Option<&str>,
-        src: Option<(*const u8, usize)>,
-        lazy: bool,
-    ) -> Result<Segment> {
-        if let Some(n) = seg_name {
-            name::validate(n)?;
-        }
-        let refused = |source| match source {
-            FormatError::DType(d) => SegmentError::DType(d),
-            // Like numpy: a size beyond the address space is a ValueError,
-            // one that is representable but beyond any machine a MemoryError.
-            FormatError::TooLarge(n) if n <= i64::MAX as u128 => {
-                SegmentError::NoMemory(format!("an array of {n} bytes is beyond any machine"))
-            }
-            source => SegmentError::Invalid { what: "the requested array".into(), source },
-        };
-        let header_page = header.encode().map_err(refused)?;
-        let data_len =
-            header.data_len().map_err(|source| SegmentError::Invalid { what: "the requested array".into(), source })?;
-        let total = format::segment_len(data_len);
-        let (pid, start) = process::current();
-        let control = Control {
-            version: FORMAT_VERSION,
-            ready: 0,
-            flags: if seg_name.is_none() { flags::ANONYMOUS } else { 0 },
-            data_len,
-            id: random_id(),
-            owner_pid: pid,
-            owner_start: start,
-            created_ns: now_ns(),
-            header_hash: format::header_hash(&header_page),
-        };
-        let control_page = control.encode();
-        let mut in_tmpfs = false;
-        // A named segment is made under a private name and moved to its own
-        // once sized, with its pages written and its creator's lock held
-        // (see `claim`): nobody ever sees a half-written file under the name.
-        let (file, private, creating_path) = match seg_name {
-            Some(n) => {
-                let path = name::path_of(n);
-                // Fails early, before anything is spent; the move into
-                // place below is what decides.
-                if std::fs::symlink_metadata(&path).is_ok() {
-                    return Err(SegmentError::Exists(n.to_string()));
-                }
-                let dir = path.parent().map_or_else(name::dir, std::path::Path::to_path_buf);
-                let claim::Private { file, path: private } = claim::private_file(&dir, control.id)
-                    .map_err(|e| SegmentError::from_named_io(n, "cannot create", e))?;
-                (file, Some(private), Some(path))
-            }
-            None => match huge::wants_private_tmpfs(total as usize).then(tmpfs::create_file).flatten() {
-                Some(file) => {
-                    in_tmpfs = true;
-                    (file, None, None)
-                }
-                None => {
-                    let fd = rustix::fs::memfd_create(
-                        "ndshm",
-                        rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
-                    )
-                    .map_err(|e| no_room_or_io(e.into(), "make a memory file"))?;
-                    (File::from(fd), None, None)
-                }
-            },
-        };
-        // Sized, sealed, and with its header and control page (ready = 0)
-        // written: what a file must be before it takes a segment's name.
-        let prepare = || -> Result<()> {
-            file.set_len(total).map_err(|e| no_room_or_io(e, "size the segment"))?;
-            file.write_all_at(&header_page[..], 0).map_err(|e| no_room_or_io(e, "write the header"))?;
-            file.write_all_at(&control_page[..], total - PAGE as u64)
-                .map_err(|e| no_room_or_io(e, "write the control page"))?;
-            if creating_path.is_none() && !in_tmpfs {
-                // Nobody may shrink or grow a memfd under its mappings.
-                let seals = rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW | rustix::fs::SealFlags::SEAL;
-                rustix::fs::fcntl_add_seals(&file, seals).map_err(|e| SegmentError::io("seal memfd", e.into()))?;
-            }
-            Ok(())
-        };
-        let prepared = prepare();
-        if let (Some(p), Some(path), Some(n)) = (&private, &creating_path, seg_name) {
-            match prepared {
-                Ok(()) => {
-                    claim::move_into_place(p, path).map_err(|e| SegmentError::from_named_io(n, "cannot create", e))?
-                }
-                Err(e) => {
-                    let _ = std::fs::remove_file(p);
-                    return Err(e);
-                }
-            }
-        } else {
-            prepared?;
-        }
-        // From here on, a failure must remove the file: nothing half-made stays.
-        let cleanup = |e: SegmentError| {
-            if let Some(p) = &creating_path {
-                remove_if_ours(p, &file);
-            }
-            e
-        };
-        let reserve = || -> Result<MmapRaw> {
-            match &creating_path {
-                Some(p) => memory::check_named(p.parent().unwrap_or(&name::dir()), total)?,
-                None => memory::check_anonymous(total)?,
-            }
-            let m = map(&file, total, true).map_err(|e| no_room_or_io(e, "map the segment"))?;
-            // A file in the private tmpfs gets huge pages by its mount's option.
-            let huge = in_tmpfs || want_huge(total as usize, creating_path.as_ref().and_then(|p| p.parent()));
-            if huge {
-                // SAFETY: the whole mapping.
-                unsafe { huge::advise(m.as_mut_ptr(), total as usize) };
-            }
-            // Every way of reserving below keeps the bytes already written.
-            let filled = match src {
-                // SAFETY: `m` maps the whole file writable; the caller
-                // vouches for the source.
-                Some((p, n)) if huge => unsafe {
-                    populate::reserve_mapped(m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
-                },
-                // SAFETY: as above.
-                Some((p, n)) => unsafe {
-                    populate::reserve_and_copy(&file, m.as_mut_ptr(), total as usize, DATA_OFFSET, p, n)
-                },
-                None if lazy => populate::reserve_edges(&file, total as usize),
-                // SAFETY: `m` maps the whole file writable; no source.
-                None if huge => unsafe {
-                    populate::reserve_mapped(m.as_mut_ptr(), total as usize, DATA_OFFSET, std::ptr::null(), 0)
-                },
-                None => populate::reserve(&file, total as usize),
-            };
-            filled.map_err(|e| no_room_or_io(e, "reserve memory"))?;
-            Ok(m)
-        };
-        let map = reserve().map_err(cleanup)?;
-        let info = Info {
-            id: control.id,
-            name: seg_name.map(str::to_string),
-            descr: header.dtype.descr(),
-            header: header.clone(),
-            data_len,
-            owner_pid: pid,
-            owner_start: start,
-            created_ns: control.created_ns,
-        };
-        let fd = file.as_raw_fd();
-        Ok(Segment {
+    /// The segment made of `parts`; a read-only handle if asked or if the
+    /// mapping is.
+    pub(crate) fn new(parts: Parts, readonly: bool) -> Segment {
+        let Parts { map, file, info, map_readonly, published, creating_path } = parts;
+        // The number handles carry: an anonymous segment's memfd (a named
+        // segment keeps no file open once mapped).
+        let fd = file.as_ref().map_or(-1, AsRawFd::as_raw_fd);
+        Segment {
             inner: Arc::new(Inner {
                 map,
-                file: Mutex::new(Some(file)),
+                file: Mutex::new(file),
                 fd,
                 info,
-                map_readonly: false,
-                published: AtomicBool::new(false),
+                map_readonly,
+                published: AtomicBool::new(published),
                 sent_by: AtomicU32::new(0),
                 creating_path,
             }),
-            readonly: false,
-        })
+            readonly: readonly || map_readonly,
+        }
     }
 
-    /// See [`Created::publish`].
-    fn publish_now(&self) {
+    /// A reference that does not keep the mapping alive.
+    pub(crate) fn downgrade(&self) -> WeakSegment {
+        WeakSegment(Arc::downgrade(&self.inner))
+    }
+
+    /// Sets the ready word (last, with release order) and lets waiting
+    /// attachers in (see `Created::publish`). False if it was published
+    /// already.
+    pub(crate) fn publish_now(&self) -> bool {
         if self.inner.published.swap(true, Ordering::AcqRel) {
-            return;
+            return false;
         }
         self.word(ControlWord::Ready).store(READY, Ordering::Release);
         if let Some(f) = self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
             let _ = rustix::fs::flock(f, FlockOperation::Unlock);
         }
-        registry_put(self);
+        true
     }
 
-    /// See [`Created::abandon`]; nothing once published.
-    fn abandon_now(&self) {
+    /// Gives up a segment not yet published (see `Created::abandon`): a
+    /// named one loses its name if the name is still its own. Nothing once
+    /// published.
+    pub(crate) fn abandon_now(&self) {
         if self.is_published() {
             return;
         }
         if let (Some(path), Some(f)) =
             (&self.inner.creating_path, self.inner.file.lock().unwrap_or_else(|e| e.into_inner()).as_ref())
         {
-            remove_if_ours(path, f);
+            claim::remove_if_ours(path, f);
         }
-    }
-
-    /// The mapping of segment `id` if this process holds one.
-    pub fn lookup(id: u64, readonly: bool) -> Option<Segment> {
-        registry_get(id, readonly)
     }
 
     /// Whether two handles share one mapping.
@@ -463,105 +195,6 @@ impl Segment {
     /// Whether `publish` has run (always true for attached segments).
     pub fn is_published(&self) -> bool {
         self.inner.published.load(Ordering::Acquire)
-    }
-
-    /// Attaches the named segment `seg_name`, read-only if asked.
-    pub fn attach(seg_name: &str, readonly: bool) -> Result<Segment, AttachError> {
-        name::validate(seg_name).map_err(|e| match e {
-            SegmentError::InvalidName { name, why } => AttachError::InvalidName { name, why },
-            e => attach_fault(seg_name, e),
-        })?;
-        let path = name::path_of(seg_name);
-        let deadline = Instant::now() + CREATION_WAIT;
-        let mut pause = Duration::from_micros(200);
-        loop {
-            let (file, writable) = open_named(&path, seg_name, readonly)?;
-            let file = match Self::attach_file(file, writable, readonly, Some(seg_name)) {
-                Ok(seg) => return Ok(seg),
-                Err((file, _)) if !file.metadata().is_ok_and(|m| m.file_type().is_file()) => {
-                    return Err(AttachError::NotAFile { name: seg_name.into(), why: "not a regular file" })
-                }
-                Err((file, _)) if claim::creator_at_work(&file) => file,
-                // No creator holds it (any more), so it changes no more: what
-                // it is now is the answer, not what it was a moment ago.
-                Err((file, _)) => {
-                    return match Self::attach_file(file, writable, readonly, Some(seg_name)) {
-                        Ok(seg) => Ok(seg),
-                        Err((file, _)) if !claim::still_named(&path, &file) => {
-                            Err(AttachError::NotFound(seg_name.to_string()))
-                        }
-                        Err((_, e)) => Err(attach_fault(seg_name, e)),
-                    };
-                }
-            };
-            drop(file);
-            if Instant::now() >= deadline {
-                return Err(AttachError::Busy(seg_name.to_string()));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-    }
-
-    /// Maps and validates an open file (opened for writing if `writable`);
-    /// on failure gives the file back.
-    pub(crate) fn attach_file(
-        file: File,
-        writable: bool,
-        readonly: bool,
-        seg_name: Option<&str>,
-    ) -> std::result::Result<Segment, (File, SegmentError)> {
-        let what = || match seg_name {
-            Some(n) => format!("segment {n:?}"),
-            None => "anonymous segment".into(),
-        };
-        let (decoded, control, len) = match validate_file(&file) {
-            Ok(v) => v,
-            Err(source) => return Err((file, SegmentError::Invalid { what: what(), source })),
-        };
-        let anonymous = control.flags & flags::ANONYMOUS != 0;
-        if anonymous != seg_name.is_none() {
-            let e = SegmentError::Mismatch(format!("{} has the wrong kind (named vs anonymous)", what()));
-            return Err((file, e));
-        }
-        if let Some(seg) = registry_get(control.id, readonly) {
-            return Ok(seg);
-        }
-        let map = match map(&file, len, writable) {
-            Ok(m) => m,
-            Err(e) => return Err((file, no_room_or_io(e, &format!("map {}", what())))),
-        };
-        if want_huge(len as usize, seg_name.map(|_| name::dir()).as_deref()) {
-            // SAFETY: the whole mapping.
-            unsafe { huge::advise(map.as_mut_ptr(), len as usize) };
-        }
-        let info = Info {
-            id: control.id,
-            name: seg_name.map(str::to_string),
-            descr: decoded.descr.clone(),
-            header: decoded.header.clone(),
-            data_len: control.data_len,
-            owner_pid: control.owner_pid,
-            owner_start: control.owner_start,
-            created_ns: control.created_ns,
-        };
-        let fd = file.as_raw_fd();
-        let seg = Segment {
-            inner: Arc::new(Inner {
-                map,
-                // A named segment needs no open file once mapped.
-                file: Mutex::new(if anonymous { Some(file) } else { None }),
-                fd: if anonymous { fd } else { -1 },
-                info,
-                map_readonly: !writable,
-                published: AtomicBool::new(true),
-                sent_by: AtomicU32::new(0),
-                creating_path: None,
-            }),
-            readonly: readonly || !writable,
-        };
-        registry_put(&seg);
-        Ok(seg)
     }
 
     /// What the segment is.
@@ -639,7 +272,7 @@ impl Segment {
             ControlWord::Pending => ctl::PENDING,
         };
         // SAFETY: in bounds and aligned (page-aligned base; the const
-        // assertion under `CREATION_WAIT` checks both offsets);
+        // assertion above `ControlWord` checks both offsets);
         // AtomicU32 has the layout of u32 and is meant to be shared; the
         // mapping outlives the returned reference (tied to &self).
         unsafe { &*(self.control_ptr().add(off) as *const AtomicU32) }
@@ -735,7 +368,7 @@ impl Drop for Inner {
         if let (Some(path), false) = (&self.creating_path, *self.published.get_mut()) {
             // Abandoned before publish: remove the name, if it is still ours.
             if let Some(f) = &file {
-                remove_if_ours(path, f);
+                claim::remove_if_ours(path, f);
             }
             return;
         }
@@ -753,74 +386,4 @@ impl Drop for Inner {
             }
         }
     }
-}
-
-/// Unlinks `path` if it still names the file `f`.
-fn remove_if_ours(path: &std::path::Path, f: &File) {
-    let ours = std::fs::symlink_metadata(path)
-        .ok()
-        .zip(f.metadata().ok())
-        .is_some_and(|(a, b)| a.ino() == b.ino() && a.dev() == b.dev());
-    if ours {
-        let _ = std::fs::remove_file(path);
-    }
-}
-
-fn no_room_or_io(e: io::Error, what: &str) -> SegmentError {
-    if is_no_space(&e) || e.raw_os_error() == Some(rustix::io::Errno::FAULT.raw_os_error()) {
-        SegmentError::NoMemory(format!("cannot {what}: {e}"))
-    } else {
-        SegmentError::io(format!("cannot {what}"), e)
-    }
-}
-
-/// Opens a named segment file: the file, and whether it was
-/// opened for writing.
-fn open_named(path: &std::path::Path, seg_name: &str, readonly: bool) -> Result<(File, bool), AttachError> {
-    let base = OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY;
-    let rw = rustix::fs::open(path, base | OFlags::RDWR, Mode::empty());
-    let cannot_open =
-        |e: rustix::io::Errno| attach_fault(seg_name, SegmentError::from_named_io(seg_name, "cannot open", e.into()));
-    let (fd, writable) = match rw {
-        Ok(fd) => (fd, true),
-        // A read-only attach needs only read permission.
-        Err(e) if readonly && e == rustix::io::Errno::ACCESS => {
-            (rustix::fs::open(path, base | OFlags::RDONLY, Mode::empty()).map_err(cannot_open)?, false)
-        }
-        Err(e) if e == rustix::io::Errno::LOOP => {
-            return Err(AttachError::NotAFile { name: seg_name.into(), why: "a symbolic link" });
-        }
-        Err(e) if is_not_regular(e) => {
-            return Err(AttachError::NotAFile { name: seg_name.into(), why: "not a regular file" })
-        }
-        Err(e) => return Err(cannot_open(e)),
-    };
-    // Whether it is a regular file is asked only if it fails to validate
-    // (see `validate_file`): a sound segment costs no fstat.
-    Ok((File::from(fd), writable))
-}
-
-/// What a fault met while attaching the name `seg_name` means for the caller.
-fn attach_fault(seg_name: &str, e: SegmentError) -> AttachError {
-    let name = seg_name.to_string();
-    match e {
-        // Asked only once no creator holds the file: it died before publishing.
-        SegmentError::Invalid { source: FormatError::NotReady, .. } => AttachError::Abandoned(name),
-        SegmentError::Invalid { source, .. } => AttachError::Corrupt { name, source },
-        // The one mismatch `attach_file` finds for a name.
-        SegmentError::Mismatch(_) => AttachError::WrongKind(name),
-        SegmentError::NotFound(_) => AttachError::NotFound(name),
-        SegmentError::Permission(m) => AttachError::Permission(m),
-        SegmentError::NoMemory(m) => AttachError::NoMemory(m),
-        SegmentError::Io { context, source } => AttachError::Io { context, source },
-        e => {
-            AttachError::Io { context: format!("attach segment {seg_name:?}"), source: io::Error::other(e.to_string()) }
-        }
-    }
-}
-
-/// Errors of `open` that mean "this is no regular file".
-pub(crate) fn is_not_regular(e: rustix::io::Errno) -> bool {
-    use rustix::io::Errno;
-    [Errno::ISDIR, Errno::NXIO, Errno::NODEV, Errno::OPNOTSUPP, Errno::NOTDIR].contains(&e)
 }

@@ -22,6 +22,8 @@
 mod board;
 mod error;
 mod layout;
+#[cfg(test)]
+mod layout_doc;
 mod owner;
 mod parent;
 mod ring;
