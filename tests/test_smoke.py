@@ -1,11 +1,13 @@
 """The basic promises, end to end in one process."""
 
+import os
 import pickle
 
 import numpy as np
 import pytest
 
 import ndshm
+from ndshm import _native, handles
 
 
 def test_zeros_is_a_shared_ndarray():
@@ -24,6 +26,25 @@ def test_named_round_trip(shm_name):
     ndshm.delete(shm_name)
     assert not ndshm.exists(shm_name)
     assert a.sum() == b.sum()  # mappings outlive the name
+
+
+def test_info_and_list_are_records_read_from_the_file(shm_name):
+    a = ndshm.zeros((3, 4), dtype=">i2", order="F", name=shm_name)
+    e = _native.info(shm_name)
+    assert isinstance(e, _native.Entry)
+    assert (e.name, e.status, e.detail, e.shape, e.fortran_order) == (shm_name, "ready", None, (3, 4), True)
+    assert handles.dtype_of(e.descr) == np.dtype(">i2")
+    assert e.nbytes == a.nbytes and e.file_len > a.nbytes
+    assert e.owner_pid == os.getpid() and e.owner_alive and e.created > 0
+    assert repr(e).startswith(f"Entry(name={shm_name!r}, status='ready', ")
+    with pytest.raises(AttributeError):
+        e.status = "corrupt"
+    [listed] = [x for x in _native.list_segments() if x.name == shm_name]
+    assert isinstance(listed, _native.Entry) and listed.shape == (3, 4)
+    si = ndshm.info(shm_name)
+    assert (si.dtype, si.shape, si.order, si.nbytes) == (np.dtype(">i2"), (3, 4), "F", a.nbytes)
+    assert si in ndshm.list()
+    ndshm.delete(shm_name)
 
 
 def test_view_pickles_as_small_handle():

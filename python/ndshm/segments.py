@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -37,24 +36,24 @@ class SegmentInfo:
     detail: str | None = None
 
     @classmethod
-    def _from(cls, d: dict[str, Any]) -> SegmentInfo:
+    def _from(cls, e: _native.Entry) -> SegmentInfo:
         dtype = None
-        if d["descr"] is not None:
+        if e.descr is not None:
             try:
-                dtype = handles.dtype_of(d["descr"])
+                dtype = handles.dtype_of(e.descr)
             except (ValueError, TypeError):
                 dtype = None
         return cls(
-            name=d["name"],
+            name=e.name,
             dtype=dtype,
-            shape=d["shape"],
-            order=None if d["fortran_order"] is None else ("F" if d["fortran_order"] else "C"),
-            nbytes=d["nbytes"],
-            owner_pid=d["owner_pid"],
-            owner_alive=d["owner_alive"],
-            created=d["created"],
-            status=d["status"],
-            detail=d["detail"],
+            shape=e.shape,
+            order=None if e.fortran_order is None else ("F" if e.fortran_order else "C"),
+            nbytes=e.nbytes,
+            owner_pid=e.owner_pid,
+            owner_alive=e.owner_alive,
+            created=e.created,
+            status=e.status,
+            detail=e.detail,
         )
 
 
@@ -76,7 +75,7 @@ def info(name: str) -> SegmentInfo:
 
 def list() -> _list[SegmentInfo]:
     """Every named segment of this user, sorted by name."""
-    return [SegmentInfo._from(d) for d in _native.list_segments()]
+    return [SegmentInfo._from(e) for e in _native.list_segments()]
 
 
 def gc() -> _list[str]:

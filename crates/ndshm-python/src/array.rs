@@ -2,7 +2,7 @@
 //! `ndarray.__new__(buffer=...)` goes through the buffer protocol and a
 //! memoryview, which costs about as much again as the rest of an attach.
 
-use crate::PySegment;
+use crate::segment::PySegment;
 use numpy::npyffi::{self, NPY_ARRAY_F_CONTIGUOUS, NPY_ARRAY_WRITEABLE, PY_ARRAY_API};
 use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray};
 use pyo3::exceptions::{PyTypeError, PyValueError};

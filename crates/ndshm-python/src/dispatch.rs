@@ -3,7 +3,7 @@
 //! `Claimed`) and the task states (`TASK_*`). Waits release the GIL.
 
 use crate::errors::dispatch_err;
-use crate::PySegment;
+use crate::segment::PySegment;
 use ndshm::dispatch::{state, Board, Claim, Claimed, Completion, Geometry, Parent, Worker};
 use parking_lot::Mutex;
 use pyo3::prelude::*;

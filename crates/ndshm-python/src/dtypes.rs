@@ -16,6 +16,14 @@ use pyo3::types::{PyBool, PyDict, PyInt, PyList, PyString, PyTuple};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Adds `descr_of`, `dtype_of` and `descr_itemsize`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(py_descr_of, m)?)?;
+    m.add_function(wrap_pyfunction!(py_dtype_of, m)?)?;
+    m.add_function(wrap_pyfunction!(descr_itemsize, m)?)?;
+    Ok(())
+}
+
 /// Dtypes made from text, by exact text (never by dtype equality: equal
 /// dtypes may differ in what matters here, such as their flags).
 static MADE: PyOnceLock<Mutex<HashMap<String, Py<PyArrayDescr>>>> = PyOnceLock::new();
@@ -148,4 +156,10 @@ pub fn py_descr_of(dtype: &Bound<'_, PyArrayDescr>) -> PyResult<String> {
 pub fn py_dtype_of<'py>(py: Python<'py>, descr: &str) -> PyResult<Bound<'py, PyArrayDescr>> {
     let dtype = DType::parse(descr).map_err(|e| crate::errors::seg_err(e.into()))?;
     dtype_of(py, &dtype)
+}
+
+/// Parses a dtype description; returns its item size.
+#[pyfunction]
+fn descr_itemsize(descr: &str) -> PyResult<usize> {
+    DType::parse(descr).map(|d| d.itemsize()).map_err(|e| crate::errors::seg_err(e.into()))
 }

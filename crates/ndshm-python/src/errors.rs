@@ -7,7 +7,7 @@ use pyo3::exceptions::{
     PyFileExistsError, PyFileNotFoundError, PyMemoryError, PyOSError, PyPermissionError, PyRuntimeError,
     PyTimeoutError, PyTypeError, PyValueError,
 };
-use pyo3::PyErr;
+use pyo3::prelude::*;
 use std::io::ErrorKind;
 
 pyo3::create_exception!(
@@ -23,6 +23,13 @@ pyo3::create_exception!(
     PyValueError,
     "A named segment whose creator died before finishing it; ndshm.gc() removes it."
 );
+
+/// Adds the exception types of segments.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CorruptSegment", m.py().get_type::<CorruptSegment>())?;
+    m.add("AbandonedSegment", m.py().get_type::<AbandonedSegment>())?;
+    Ok(())
+}
 
 fn os_err(errno: Option<i32>, msg: String) -> PyErr {
     match errno {

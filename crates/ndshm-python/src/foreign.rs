@@ -12,6 +12,11 @@ use pyo3::exceptions::{PyAttributeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
+/// Adds the `ForeignHandle` class.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<ForeignHandle>()
+}
+
 /// A handle to a shared array that lives on another host. It can be
 /// pickled on (it turns back into the array on its own host) but not used
 /// here: any access to its data raises ``ValueError``.

@@ -10,8 +10,8 @@
 use crate::dtypes::dtype_of;
 use crate::errors::handle_err;
 use crate::foreign::ForeignHandle;
+use crate::segment::PySegment;
 use crate::view::view_of;
-use crate::PySegment;
 use ndshm::handle::{decode_ref, encode_ref, Handle, HandleError, SegmentRef, View};
 use ndshm::{DType, Segment};
 use numpy::npyffi::NPY_ARRAY_WRITEABLE;
@@ -45,8 +45,16 @@ fn array_class(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
         .ok_or_else(|| PyValueError::new_err("ndshm's array class is not registered"))
 }
 
-/// Remembers the module's `rebuild` (at module initialisation).
-pub fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+/// Adds the handle functions and `host`, and remembers the module's
+/// `rebuild` (which pickled handles name).
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(register_array_class, m)?)?;
+    m.add_function(wrap_pyfunction!(shared_view, m)?)?;
+    m.add_function(wrap_pyfunction!(handle, m)?)?;
+    m.add_function(wrap_pyfunction!(rebuild, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_ref, m)?)?;
+    m.add_function(wrap_pyfunction!(attach_ref, m)?)?;
+    m.add_function(wrap_pyfunction!(host, m)?)?;
     let _ = REBUILD.set(m.py(), m.getattr("rebuild")?.unbind());
     Ok(())
 }
@@ -231,4 +239,11 @@ pub fn shared_view<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bou
         )
     }?;
     Ok(Some(v))
+}
+
+/// This host as handles name it: `(node name, key)` (see `ndshm::host`).
+#[pyfunction]
+fn host() -> (String, u64) {
+    let h = ndshm::host::this();
+    (h.name.clone(), h.key)
 }

@@ -10,7 +10,7 @@
 //! `multiprocessing.Lock`). The other methods go through `#[pymethods]`.
 
 use crate::errors::lock_err;
-use crate::PySegment;
+use crate::segment::PySegment;
 use ndshm::lock::{LockWords, Outcome, CHECK};
 use ndshm::Segment;
 use pyo3::exceptions::{PyPermissionError, PyRuntimeWarning, PyValueError};
@@ -24,6 +24,14 @@ pyo3::create_exception!(
     PyRuntimeWarning,
     "A lock was taken over from a holder that died while holding it."
 );
+
+/// Adds the `Lock` class (with its C methods) and `LockOwnerDied`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyLock>()?;
+    install(&m.py().get_type::<PyLock>())?;
+    m.add("LockOwnerDied", m.py().get_type::<LockOwnerDied>())?;
+    Ok(())
+}
 
 /// A lock living in a segment's control page.
 #[pyclass(frozen, subclass, module = "ndshm._native", name = "Lock")]
@@ -164,7 +172,7 @@ impl PyLock {
     }
 }
 
-pub use cmethods::install;
+use cmethods::install;
 
 /// `acquire`, `release`, `__enter__` and `__exit__` as CPython C methods:
 /// the only place in this file that deals with the C API directly.

@@ -1,9 +1,17 @@
 //! Finding the segment behind a numpy array, for pickling handles: one call
 //! instead of `__array_interface__` (which builds a dict) and Python loops.
 
-use crate::PySegment;
+use crate::errors::view_err;
+use crate::segment::PySegment;
 use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
+
+/// Adds `view_of` and `check_view`.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(view_of, m)?)?;
+    m.add_function(wrap_pyfunction!(check_view, m)?)?;
+    Ok(())
+}
 
 /// Views of views chain this deep at most (numpy collapses most chains).
 const MAX_DEPTH: usize = 64;
@@ -44,4 +52,10 @@ pub fn view_of<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<(Bound<
         };
     }
     Ok(None)
+}
+
+/// Raises ValueError unless the strided view lies inside `nbytes` of data.
+#[pyfunction]
+fn check_view(nbytes: u64, offset: i64, shape: Vec<i64>, strides: Vec<i64>, itemsize: i64) -> PyResult<()> {
+    ndshm::check_view(nbytes, offset, &shape, &strides, itemsize).map_err(view_err)
 }
