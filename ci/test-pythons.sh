@@ -54,6 +54,8 @@ stage=$(mktemp -d "$cache/run.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/src/target/release/examples" "$stage/logs"
 cp -a "$repo/tests" "$repo/pyproject.toml" "$repo/requirements-dev.txt" "$stage/src/"
+# The core's sources, for the layout test that reads its module graph.
+mkdir -p "$stage/src/crates/ndshm" && cp -a "$repo/crates/ndshm/src" "$stage/src/crates/ndshm/"
 [[ -z $bench ]] || { mkdir -p "$stage/src/benchmarks" && cp "$repo"/benchmarks/*.py "$repo"/benchmarks/*.txt "$stage/src/benchmarks/"; }
 cp "$peer" "$stage/src/target/release/examples/peer"
 cp "$wheel" "$stage/"
