@@ -284,9 +284,21 @@ def test_idle_worker_killed_from_outside_is_replaced(fresh_pool):
 # -- Ctrl-C and a killed parent ----------------------------------------------------------
 
 
+def _sigint_as_in_a_terminal() -> None:
+    # A job started in the background of a shell without job control (as
+    # CI may run the tests) inherits SIGINT ignored, and Python then leaves
+    # it ignored: the helper is a program run from a terminal, so it gets
+    # the default that Python turns into KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_helper(*args: str) -> tuple[subprocess.Popen, list[int]]:
     proc = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     line = proc.stdout.readline()
     if not line.strip():
