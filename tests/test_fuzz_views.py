@@ -174,10 +174,13 @@ def test_receiver_check_accepts_exactly_the_views_inside_the_data(segments, case
 
 def test_the_examples_reach_both_sides_of_the_edge(segments):
     """The strategy meets accepted and refused views, with and without items,
-    of structured dtypes too (so the properties above test something)."""
+    of structured dtypes too (so the properties above test something). Some
+    kinds are rare among random examples, so this one check of the strategy
+    draws more of them, from a fixed seed: it gives the same answer on
+    every run."""
     seen = set()
 
-    @settings(max_examples=CASES, deadline=None, database=None)
+    @settings(max_examples=4 * CASES, deadline=None, database=None, derandomize=True)
     @given(case=views())
     def collect(case):
         length, offset, shape, strides, dtype = case
