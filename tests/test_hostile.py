@@ -34,6 +34,7 @@ import pytest
 import ndshm
 from ndshm import _native
 from ndshm.handles import segment_of
+from tests.helpers.segment_dir import own_segment_dir
 from tests.helpers.wire import DTYPE, REF_ONLY, VERSION, Handle, rebuild, wire_of
 from tests.test_hugepages import fd_link
 
@@ -76,13 +77,8 @@ def private_dir(request, monkeypatch):
     if "default_dir" in request.fixturenames:
         yield None
         return
-    d = Path(tempfile.mkdtemp(prefix="ndshm_hostile.", dir="/dev/shm"))
-    monkeypatch.setenv("NDSHM_DIR", str(d))
-    assert _native.segment_dir() == str(d)
-    try:
+    with own_segment_dir(monkeypatch, "ndshm_hostile.") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- names

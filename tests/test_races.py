@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from ndshm import _native
+from tests.helpers.segment_dir import own_segment_dir
 
 HELPERS = Path(__file__).parent / "helpers"
 
@@ -25,13 +23,8 @@ HELPERS = Path(__file__).parent / "helpers"
 def own_dir(monkeypatch):
     """A directory of named segments (NDSHM_DIR) for this test alone, so
     gc and list see only what the test makes."""
-    d = Path(tempfile.mkdtemp(prefix="ndshm_races.", dir="/dev/shm"))
-    monkeypatch.setenv("NDSHM_DIR", str(d))
-    assert _native.segment_dir() == str(d)
-    try:
+    with own_segment_dir(monkeypatch, "ndshm_races.") as d:
         yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def _counts(proc: subprocess.Popen, timeout: float) -> Counter:

@@ -34,6 +34,10 @@ def create(k: int) -> None:
         counts["create: FileExistsError"] += 1
     except BaseException as e:
         bad("create", e)
+    delete()
+
+
+def delete() -> None:
     try:
         ndshm.delete(name)
         counts["delete: ok"] += 1
@@ -80,13 +84,7 @@ def inspect(k: int) -> None:
     except BaseException as e:
         bad("gc", e)
     if k % 16 == 0:
-        try:
-            ndshm.delete(name)
-            counts["delete: ok"] += 1
-        except FileNotFoundError:
-            counts["delete: FileNotFoundError"] += 1
-        except BaseException as e:
-            bad("delete", e)
+        delete()
 
 
 act = {"create": create, "attach": attach, "inspect": inspect}[role]

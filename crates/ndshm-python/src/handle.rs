@@ -104,6 +104,12 @@ pub fn segment_ref<'py>(seg: &Bound<'py, PySegment>) -> Bound<'py, PyBytes> {
     PyBytes::new(seg.py(), &encode_ref(&r, ndshm::host::this()))
 }
 
+/// The segment and data offset of `arr`'s memory, when all of it lies
+/// inside a published segment.
+fn published_view_of<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<(Bound<'py, PySegment>, i64)>> {
+    Ok(view_of(arr)?.filter(|(seg, _)| seg.get().seg.is_published()))
+}
+
 /// `(rebuild, (wire,))` pickling `arr` as a handle, or None when its memory
 /// is not (all) inside a published segment. A view whose dtype has no
 /// faithful `.npy` description (overlapping or out-of-order fields) is
@@ -111,11 +117,8 @@ pub fn segment_ref<'py>(seg: &Bound<'py, PySegment>) -> Bound<'py, PyBytes> {
 #[pyfunction]
 pub fn handle<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bound<'py, PyTuple>>> {
     let py = arr.py();
-    let Some((seg, offset)) = view_of(arr)? else { return Ok(None) };
+    let Some((seg, offset)) = published_view_of(arr)? else { return Ok(None) };
     let s = &seg.get().seg;
-    if !s.is_published() {
-        return Ok(None);
-    }
     let dtype = arr.dtype();
     let seg_dtype = segment_dtype(&seg)?;
     let dt = if dtype.is(&seg_dtype) || dtype.is_equiv_to(&seg_dtype) { None } else { Some(describe(&dtype)?) };
@@ -208,11 +211,8 @@ pub fn rebuild<'py>(py: Python<'py>, wire: &Bound<'py, PyAny>) -> PyResult<Bound
 #[pyfunction]
 pub fn shared_view<'py>(arr: &Bound<'py, PyUntypedArray>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = arr.py();
-    let Some((seg, offset)) = view_of(arr)? else { return Ok(None) };
+    let Some((seg, offset)) = published_view_of(arr)? else { return Ok(None) };
     let s = &seg.get().seg;
-    if !s.is_published() {
-        return Ok(None);
-    }
     let dtype = arr.dtype();
     if dtype.has_object() {
         return Ok(None);
